@@ -1,0 +1,134 @@
+/*
+ * libmig2 - wire registries: features, configuration, stream detection
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <string.h>
+
+#include "internal.h"
+
+static const char *const feature_names[] = {
+    [MIG2_FEAT_RETURN_PATH] = "return-path",
+    [MIG2_FEAT_MULTICHANNEL] = "multichannel",
+    [MIG2_FEAT_ZERO_PAGE] = "zero-page",
+    [MIG2_FEAT_TLS_BINDING] = "tls-binding",
+    [MIG2_FEAT_POSTCOPY] = "postcopy",
+    [MIG2_FEAT_SWITCHOVER_ACK] = "switchover-ack",
+    [MIG2_FEAT_ONEWAY_MANIFEST] = "oneway-manifest",
+    [MIG2_FEAT_DEVICE_STATE_VERSIONS] = "device-state-versions",
+};
+
+#define N_FEATURE_NAMES (sizeof(feature_names) / sizeof(feature_names[0]))
+
+const char *mig2_feature_name(uint16_t id)
+{
+    return id < N_FEATURE_NAMES ? feature_names[id] : NULL;
+}
+
+uint16_t mig2_feature_by_name(const char *name)
+{
+    uint16_t i;
+
+    for (i = 1; name && i < N_FEATURE_NAMES; i++) {
+        if (feature_names[i] && strcmp(feature_names[i], name) == 0) {
+            return i;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Capabilities and parameters with QEMU's QMP names and defaults; the
+ * "x-" ones are mig2's own.  Append only: the order is not on the wire but
+ * tools list it.
+ */
+static const Mig2ConfigDef config_registry[] = {
+    { "auto-converge", MIG2_CFG_BOOL, 0, NULL },
+    { "events", MIG2_CFG_BOOL, 0, NULL },
+    { "multifd", MIG2_CFG_BOOL, 0, NULL },
+    { "postcopy-ram", MIG2_CFG_BOOL, 0, NULL },
+    { "return-path", MIG2_CFG_BOOL, 0, NULL },
+    { "zero-copy-send", MIG2_CFG_BOOL, 0, NULL },
+    { "validate-uuid", MIG2_CFG_BOOL, 0, NULL },
+    { "pause-before-switchover", MIG2_CFG_BOOL, 0, NULL },
+    { "switchover-ack", MIG2_CFG_BOOL, 0, NULL },
+    { "xbzrle", MIG2_CFG_BOOL, 0, NULL },
+    { "dirty-bitmaps", MIG2_CFG_BOOL, 0, NULL },
+    { "late-block-activate", MIG2_CFG_BOOL, 0, NULL },
+    { "downtime-limit", MIG2_CFG_U64, 300, NULL },
+    { "max-bandwidth", MIG2_CFG_U64, 134217728, NULL },
+    { "multifd-channels", MIG2_CFG_U64, 2, NULL },
+    { "cpu-throttle-initial", MIG2_CFG_U64, 20, NULL },
+    { "cpu-throttle-increment", MIG2_CFG_U64, 10, NULL },
+    { "max-cpu-throttle", MIG2_CFG_U64, 99, NULL },
+    { "avail-switchover-bandwidth", MIG2_CFG_U64, 0, NULL },
+    { "max-postcopy-bandwidth", MIG2_CFG_U64, 0, NULL },
+    { "announce-initial", MIG2_CFG_U64, 50, NULL },
+    { "x-channel-deadline", MIG2_CFG_U64, 5000, NULL },
+    { "x-max-dirty-rounds", MIG2_CFG_U64, 30, NULL },
+    { "multifd-compression", MIG2_CFG_STR, 0, "none" },
+};
+
+#define N_CONFIG (sizeof(config_registry) / sizeof(config_registry[0]))
+
+size_t mig2_config_registry_count(void)
+{
+    return N_CONFIG;
+}
+
+const Mig2ConfigDef *mig2_config_registry_get(size_t i)
+{
+    return i < N_CONFIG ? &config_registry[i] : NULL;
+}
+
+const Mig2ConfigDef *mig2_config_registry_find(const char *name)
+{
+    size_t i;
+
+    for (i = 0; name && i < N_CONFIG; i++) {
+        if (strcmp(config_registry[i].name, name) == 0) {
+            return &config_registry[i];
+        }
+    }
+    return NULL;
+}
+
+static const char *const status_names[] = {
+    [MIG2_CFG_ACCEPTED] = "accepted",
+    [MIG2_CFG_CLAMPED] = "clamped",
+    [MIG2_CFG_REFUSED] = "refused",
+    [MIG2_CFG_UNKNOWN] = "unknown",
+    [MIG2_CFG_BAD_TYPE] = "bad-type",
+};
+
+const char *mig2_config_status_name(unsigned status)
+{
+    if (status < sizeof(status_names) / sizeof(status_names[0])) {
+        return status_names[status];
+    }
+    return "invalid";
+}
+
+Mig2StreamKind mig2_stream_detect(const uint8_t pre[MIG2_PREAMBLE_LEN])
+{
+    uint32_t magic = (uint32_t)pre[0] << 24 | (uint32_t)pre[1] << 16 |
+                     (uint32_t)pre[2] << 8 | pre[3];
+    uint32_t ver = (uint32_t)pre[4] << 24 | (uint32_t)pre[5] << 16 |
+                   (uint32_t)pre[6] << 8 | pre[7];
+
+    if (magic != MIG2_MAGIC) {
+        return MIG2_STREAM_UNKNOWN;
+    }
+    if (ver == MIG2_STREAM_V3) {
+        return MIG2_STREAM_LEGACY;
+    }
+    if (ver == MIG2_STREAM_V4) {
+        return MIG2_STREAM_HANDSHAKE;
+    }
+    return MIG2_STREAM_OTHER_VERSION;
+}
+
+const char *mig2_version(void)
+{
+    return MIG2_VERSION_STRING;
+}
