@@ -162,10 +162,12 @@ static int fail_silently(Mig2Engine *e, int status, uint32_t code,
     return status;
 }
 
-static int fail_protocol(Mig2Engine *e, const char *what)
+static int fail_protocol(Mig2Engine *e, const char *what,
+                         const char *expected, const char *actual)
 {
     mig2_error_clear(&e->error);
     mig2_error_set(&e->error, MIG2_WIRE_PROTOCOL, false, "%s", what);
+    mig2_error_add(&e->error, MIG2_PROB_MALFORMED, "frame", expected, actual);
     return fail_with_error(e, MIG2_ERR_PROTOCOL);
 }
 
@@ -344,33 +346,57 @@ static void problems_message(Mig2Error *err, const char *who)
 /* Destination                                                       */
 /* ---------------------------------------------------------------- */
 
+/* The REVISIONS TLV, if it is first and well formed (its layout is frozen). */
+static bool peek_revisions(const uint8_t *p, size_t len, uint16_t *min,
+                           uint16_t *max)
+{
+    Mig2Reader rd, v;
+    uint16_t type;
+    bool crit;
+
+    mig2_rd_init(&rd, p, len);
+    return mig2_rd_tlv(&rd, &type, &crit, &v) == MIG2_OK &&
+           type == MIG2_TLV_REVISIONS && mig2_rd_u16(&v, min) == MIG2_OK &&
+           mig2_rd_u16(&v, max) == MIG2_OK && mig2_rd_end(&v) == MIG2_OK &&
+           *min >= 1 && *min <= *max;
+}
+
 static int dst_on_src_hello(Mig2Engine *e, const uint8_t *p, size_t len)
 {
     Mig2Profile *src, *dst = e->local;
     Mig2DevChoice *choices = NULL;
     size_t n_choices = 0, mark;
+    uint16_t smin, smax;
     int rc;
 
     mig2_error_clear(&e->error);
+    /*
+     * Settle the revision from the frozen first TLV before reading the
+     * rest: a source that offers only newer revisions may use TLVs this
+     * side cannot parse, and the right answer is unsupported-revision.
+     */
+    if (peek_revisions(p, len, &smin, &smax)) {
+        e->revision = mig2_negotiate_revision(smin, smax, dst->rev_min,
+                                              dst->rev_max);
+        if (!e->revision) {
+            char want[16], got[16];
+
+            snprintf(want, sizeof(want), "%u..%u", dst->rev_min,
+                     dst->rev_max);
+            snprintf(got, sizeof(got), "%u..%u", smin, smax);
+            mig2_error_set(&e->error, MIG2_WIRE_UNSUPPORTED_REVISION, false,
+                           "no common protocol revision: destination "
+                           "supports %s, source offers %s", want, got);
+            mig2_error_add(&e->error, MIG2_PROB_REVISION, "revision", want,
+                           got);
+            return fail_with_error(e, MIG2_ERR_NO_REVISION);
+        }
+    }
     rc = mig2_hello_decode(p, len, MIG2_FRAME_SRC_HELLO, &e->peer, &e->error);
     if (rc) {
         return rc == MIG2_ERR_NOMEM ? rc : fail_with_error(e, rc);
     }
     src = e->peer.profile;
-
-    e->revision = mig2_negotiate_revision(src->rev_min, src->rev_max,
-                                          dst->rev_min, dst->rev_max);
-    if (!e->revision) {
-        char want[16], got[16];
-
-        snprintf(want, sizeof(want), "%u..%u", dst->rev_min, dst->rev_max);
-        snprintf(got, sizeof(got), "%u..%u", src->rev_min, src->rev_max);
-        mig2_error_set(&e->error, MIG2_WIRE_UNSUPPORTED_REVISION, false,
-                       "no common protocol revision: destination supports "
-                       "%s, source offers %s", want, got);
-        mig2_error_add(&e->error, MIG2_PROB_REVISION, "revision", want, got);
-        return fail_with_error(e, MIG2_ERR_NO_REVISION);
-    }
     e->mine.selected = e->revision;
 
     if ((rc = mig2_negotiate_config(src, dst, &e->mine, &e->error)) ||
@@ -478,8 +504,8 @@ static int src_on_dst_hello(Mig2Engine *e, const uint8_t *p, size_t len)
         }
     }
     if ((rc = mig2_verify_config(src, &e->peer, &e->deferred)) ||
-        (rc = mig2_check_required_features(src, dst, &e->deferred)) ||
         (rc = mig2_check_required_features(dst, src, &e->deferred)) ||
+        (rc = mig2_check_required_features(src, dst, &e->deferred)) ||
         (rc = mig2_check_compat(src, dst, &choices, &n_choices, &e->omit,
                                 &e->n_omit, &e->deferred))) {
         free(choices);
@@ -502,13 +528,7 @@ static int src_on_finished(Mig2Engine *e, const uint8_t *p, size_t len)
 {
     int rc;
 
-    if (e->deferred.n_problems) {
-        mig2_error_clear(&e->error);
-        e->error = e->deferred;
-        memset(&e->deferred, 0, sizeof(e->deferred));
-        problems_message(&e->error, "source");
-        return fail_with_error(e, MIG2_ERR_INCOMPATIBLE);
-    }
+    /* Transcript first: corrupted bytes are not incompatibilities. */
     if (!check_finished(e, dst_finished_label, p, len)) {
         mig2_error_clear(&e->error);
         mig2_error_set(&e->error, MIG2_WIRE_TRANSCRIPT, false,
@@ -519,6 +539,13 @@ static int src_on_finished(Mig2Engine *e, const uint8_t *p, size_t len)
                        "verify data over this side's transcript",
                        "different verify data");
         return fail_with_error(e, MIG2_ERR_TRANSCRIPT);
+    }
+    if (e->deferred.n_problems) {
+        mig2_error_clear(&e->error);
+        e->error = e->deferred;
+        memset(&e->deferred, 0, sizeof(e->deferred));
+        problems_message(&e->error, "source");
+        return fail_with_error(e, MIG2_ERR_INCOMPATIBLE);
     }
     push_event(e, MIG2_EV_NEGOTIATED);
     if ((rc = write_finished(e, src_finished_label)) ||
@@ -623,7 +650,8 @@ static int handle_frame(Mig2Engine *e)
 
         snprintf(msg, sizeof(msg), "unexpected frame: %s while waiting for %s",
                  frame_name(h->type), frame_name(expected_frame(e->st)));
-        return fail_protocol(e, msg);
+        return fail_protocol(e, msg, frame_name(expected_frame(e->st)),
+                             frame_name(h->type));
     }
     if (e->awaiting) {
         e->awaiting = false;
@@ -640,7 +668,8 @@ static int handle_frame(Mig2Engine *e)
         return src_on_finished(e, p, len);
     case ST_SRC_EXPECT_READY:
         if (len != 0) {
-            return fail_protocol(e, "READY frame carries a payload");
+            return fail_protocol(e, "READY frame carries a payload",
+                                 "an empty payload", "a payload");
         }
         e->st = ST_COMPLETE;
         push_event(e, MIG2_EV_COMPLETE);
@@ -674,6 +703,25 @@ static int on_preamble(Mig2Engine *e)
         return fail_silently(e, MIG2_ERR_BAD_VERSION, MIG2_WIRE_PROTOCOL,
                              msg);
     }
+}
+
+/* A header announced more than we accept: stop before reading it. */
+static int on_oversized(Mig2Engine *e)
+{
+    char msg[96], limit[32], actual[32];
+
+    snprintf(msg, sizeof(msg), "%s frame of %u bytes exceeds the %zu-byte "
+             "limit", frame_name(e->fh.type), e->fh.length, e->max_frame);
+    if (e->fh.type == MIG2_FRAME_ERROR) {
+        /* Nobody answers an ERROR, not even a broken one. */
+        return fail_silently(e, MIG2_ERR_TOO_LARGE, MIG2_WIRE_PROTOCOL, msg);
+    }
+    snprintf(limit, sizeof(limit), "at most %zu bytes", e->max_frame);
+    snprintf(actual, sizeof(actual), "%u bytes", e->fh.length);
+    mig2_error_clear(&e->error);
+    mig2_error_set(&e->error, MIG2_WIRE_PROTOCOL, false, "%s", msg);
+    mig2_error_add(&e->error, MIG2_PROB_MALFORMED, "frame", limit, actual);
+    return fail_with_error(e, MIG2_ERR_TOO_LARGE);
 }
 
 /* Make room for @want more payload bytes, growing with what arrives. */
@@ -731,14 +779,7 @@ ssize_t mig2_engine_recv(Mig2Engine *e, const uint8_t *buf, size_t len)
                 continue;
             }
             if (mig2_frame_header_parse(e->hdr, e->max_frame, &e->fh)) {
-                char msg[96];
-
-                snprintf(msg, sizeof(msg), "%u-byte frame exceeds the "
-                         "%zu-byte limit", e->fh.length, e->max_frame);
-                mig2_error_clear(&e->error);
-                mig2_error_set(&e->error, MIG2_WIRE_PROTOCOL, false, "%s",
-                               msg);
-                rc = fail_with_error(e, MIG2_ERR_TOO_LARGE);
+                rc = on_oversized(e);
                 goto out_err;
             }
             e->payload_len = 0;

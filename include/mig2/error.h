@@ -64,7 +64,7 @@ const char *mig2_strerror(int status);
  */
 bool mig2_status_is_fatal(int status);
 
-/* Wire error codes (ERROR frame, be32).  Registry: docs/protocol.md 9.2. */
+/* Wire error codes (ERROR frame, be32).  Registry: docs/protocol.md 17.2. */
 typedef enum Mig2WireError {
     MIG2_WIRE_PROTOCOL = 1,         /* malformed or unexpected frame */
     MIG2_WIRE_UNSUPPORTED_REVISION = 2,
@@ -81,7 +81,7 @@ typedef enum Mig2WireError {
 /* Name such as "incompatible"; "unknown" for unregistered codes. */
 const char *mig2_wire_error_name(uint32_t code);
 
-/* Problem kinds (be16 in a PROBLEM TLV).  Registry: docs/protocol.md 9.3. */
+/* Problem kinds (be16 in a PROBLEM TLV).  Registry: docs/protocol.md 17.3. */
 typedef enum Mig2ProblemKind {
     MIG2_PROB_OTHER = 0,
     MIG2_PROB_REVISION = 1,

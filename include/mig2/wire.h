@@ -1,5 +1,5 @@
 /*
- * libmig2 - wire constants of protocol v2 (docs/protocol.md, section 9)
+ * libmig2 - wire constants of protocol v2 (docs/protocol.md, section 17)
  *
  * SPDX-License-Identifier: MIT
  */
@@ -100,7 +100,7 @@ static inline bool mig2_is_grease(uint16_t v)
     return (v & 0x8f0fU) == 0x0a0aU;
 }
 
-/* Registered features (docs/protocol.md 9.5). */
+/* Registered features (docs/protocol.md 17.5). */
 typedef enum Mig2FeatureId {
     MIG2_FEAT_RETURN_PATH = 1,      /* main channel stays bidirectional */
     MIG2_FEAT_MULTICHANNEL = 2,     /* session-bound named channels */
