@@ -45,7 +45,10 @@ char *mig2_strndup(const char *s, size_t n)
 
 void mig2_rd_init(Mig2Reader *rd, const void *buf, size_t len)
 {
-    rd->p = buf;
+    /* NULL (len 0) reads as empty; never do arithmetic on a null pointer. */
+    static const uint8_t empty[1];
+
+    rd->p = buf ? buf : empty;
     rd->end = rd->p + (buf ? len : 0);
 }
 
@@ -282,6 +285,10 @@ static uint8_t *wr_reserve(Mig2Writer *w, size_t n)
     }
     if (n > w->max || w->len > w->max - n) {
         w->err = MIG2_ERR_TOO_LARGE;
+        return NULL;
+    }
+    if (n == 0) {
+        /* Nothing to reserve; w->buf may still be NULL. */
         return NULL;
     }
     if (w->len + n > w->cap) {

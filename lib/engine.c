@@ -53,6 +53,9 @@ struct Mig2Engine {
     uint8_t *payload;
     size_t payload_len;
     size_t payload_cap;
+    bool skipping;              /* unknown frame: hash and drop payload */
+    bool skip_hash;
+    uint16_t peer_rmin, peer_rmax;  /* kept even when HELLO is not decoded */
 
     /* Output. */
     Mig2Writer out;
@@ -179,7 +182,7 @@ static const char *frame_name(uint16_t type)
     case MIG2_FRAME_FINISHED: return "FINISHED";
     case MIG2_FRAME_READY: return "READY";
     case MIG2_FRAME_ERROR: return "ERROR";
-    default: return "unknown frame";
+    default: return "unknown";
     }
 }
 
@@ -376,6 +379,8 @@ static int dst_on_src_hello(Mig2Engine *e, const uint8_t *p, size_t len)
      * side cannot parse, and the right answer is unsupported-revision.
      */
     if (peek_revisions(p, len, &smin, &smax)) {
+        e->peer_rmin = smin;
+        e->peer_rmax = smax;
         e->revision = mig2_negotiate_revision(smin, smax, dst->rev_min,
                                               dst->rev_max);
         if (!e->revision) {
@@ -629,22 +634,6 @@ static int handle_frame(Mig2Engine *e)
     if (h->type == MIG2_FRAME_ERROR) {
         return on_peer_error(e, p, len);
     }
-    if (!known_frame(h->type)) {
-        if (h->flags & MIG2_FRAME_FLAG_CRITICAL) {
-            char what[48];
-
-            snprintf(what, sizeof(what), "critical frame type 0x%04x",
-                     h->type);
-            mig2_error_clear(&e->error);
-            mig2_error_set(&e->error, MIG2_WIRE_UNKNOWN_CRITICAL, false,
-                           "the peer sent a %s this side does not "
-                           "understand", what);
-            mig2_error_add(&e->error, MIG2_PROB_UNKNOWN_CRITICAL, "frame",
-                           "a known frame type", what);
-            return fail_with_error(e, MIG2_ERR_UNKNOWN_CRITICAL);
-        }
-        return MIG2_OK;     /* unknown, not critical: skipped */
-    }
     if (h->type != expected_frame(e->st)) {
         char msg[80];
 
@@ -703,6 +692,40 @@ static int on_preamble(Mig2Engine *e)
         return fail_silently(e, MIG2_ERR_BAD_VERSION, MIG2_WIRE_PROTOCOL,
                              msg);
     }
+}
+
+/*
+ * A frame type this side does not know.  Critical: fail at once, without
+ * reading the payload.  Otherwise its payload is skipped as it arrives,
+ * never buffered; it is hashed when it belongs to the peer's first flight.
+ */
+static int on_unknown_header(Mig2Engine *e)
+{
+    bool before_hello = e->st == ST_DST_EXPECT_SRC_HELLO ||
+                        e->st == ST_SRC_EXPECT_DST_HELLO;
+    const Mig2FrameHeader h = e->fh;
+    int rc;
+
+    if (h.flags & MIG2_FRAME_FLAG_CRITICAL) {
+        char what[48];
+
+        snprintf(what, sizeof(what), "critical frame type 0x%04x", h.type);
+        mig2_error_clear(&e->error);
+        mig2_error_set(&e->error, MIG2_WIRE_UNKNOWN_CRITICAL, false,
+                       "the peer sent a %s this side does not understand",
+                       what);
+        mig2_error_add(&e->error, MIG2_PROB_UNKNOWN_CRITICAL, "frame",
+                       "a known frame type", what);
+        return fail_with_error(e, MIG2_ERR_UNKNOWN_CRITICAL);
+    }
+    if (before_hello &&
+        (rc = mig2_hash_update(e->th, e->hdr, sizeof(e->hdr)))) {
+        return rc;
+    }
+    e->skipping = true;
+    e->skip_hash = before_hello;
+    e->payload_len = 0;
+    return MIG2_OK;
 }
 
 /* A header announced more than we accept: stop before reading it. */
@@ -782,7 +805,27 @@ ssize_t mig2_engine_recv(Mig2Engine *e, const uint8_t *buf, size_t len)
                 rc = on_oversized(e);
                 goto out_err;
             }
+            if (!known_frame(e->fh.type) &&
+                (rc = on_unknown_header(e)) != MIG2_OK) {
+                goto out_err;
+            }
             e->payload_len = 0;
+        }
+        if (e->skipping) {
+            n = e->fh.length - e->payload_len;
+            n = n < len - used ? n : len - used;
+            if (e->skip_hash && n &&
+                (rc = mig2_hash_update(e->th, buf + used, n))) {
+                goto out_err;
+            }
+            e->payload_len += n;
+            used += n;
+            if (e->payload_len == e->fh.length) {
+                e->skipping = false;
+                e->hdr_len = 0;
+                e->payload_len = 0;
+            }
+            continue;
         }
         n = e->fh.length - e->payload_len;
         n = n < len - used ? n : len - used;
@@ -982,7 +1025,8 @@ int mig2_engine_abort(Mig2Engine *e, uint32_t code, const char *message)
         return MIG2_ERR_STATE;
     }
     mig2_error_clear(&e->error);
-    mig2_error_set(&e->error, code, false, "%s",
+    /* The spec (10.2): senders MUST set RETRYABLE for busy. */
+    mig2_error_set(&e->error, code, code == MIG2_WIRE_BUSY, "%s",
                    message && *message ? message : mig2_wire_error_name(code));
     fail_with_error(e, MIG2_OK);
     return MIG2_OK;
@@ -1003,8 +1047,9 @@ void mig2_result_peer_revisions(const Mig2Engine *e, uint16_t *min,
 {
     const Mig2Profile *p = e->peer.profile;
 
-    *min = p ? p->rev_min : 0;
-    *max = p ? p->rev_max : 0;
+    /* A destination that refused the revision never decoded the HELLO. */
+    *min = p ? p->rev_min : e->peer_rmin;
+    *max = p ? p->rev_max : e->peer_rmax;
 }
 
 const char *mig2_result_peer_build(const Mig2Engine *e)

@@ -4,6 +4,7 @@
  * SPDX-License-Identifier: MIT
  */
 #define _GNU_SOURCE
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,15 +248,27 @@ char *mig2_error_format(const Mig2Error *err)
     if (!f) {
         return NULL;
     }
-    fprintf(f, "%s error (%s%s): %s", err->from_peer ? "peer" : "local",
-            mig2_wire_error_name(err->code),
-            err->retryable ? ", retryable" : "",
-            err->message ? err->message : "");
+    /* Unknown codes and kinds are shown as numbers (spec 10.5). */
+    if (strcmp(mig2_wire_error_name(err->code), "unknown") == 0) {
+        fprintf(f, "%s error (error code %" PRIu32 "%s): %s",
+                err->from_peer ? "peer" : "local", err->code,
+                err->retryable ? ", retryable" : "",
+                err->message ? err->message : "");
+    } else {
+        fprintf(f, "%s error (%s%s): %s", err->from_peer ? "peer" : "local",
+                mig2_wire_error_name(err->code),
+                err->retryable ? ", retryable" : "",
+                err->message ? err->message : "");
+    }
     for (i = 0; i < err->n_problems; i++) {
         const Mig2Problem *pr = &err->problems[i];
 
-        fprintf(f, "\n  %s: %s: expected %s, got %s",
-                mig2_problem_kind_name(pr->kind), pr->path, pr->expected,
+        if (pr->kind < MIG2_PROB_KIND_COUNT && problem_names[pr->kind]) {
+            fprintf(f, "\n  %s", problem_names[pr->kind]);
+        } else {
+            fprintf(f, "\n  kind %u", (unsigned)pr->kind);
+        }
+        fprintf(f, ": %s: expected %s, got %s", pr->path, pr->expected,
                 pr->actual);
     }
     if (err->n_dropped) {

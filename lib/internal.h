@@ -160,6 +160,10 @@ int mig2_hello_decode(const uint8_t *p, size_t len, uint16_t type,
                       Mig2Hello *h, Mig2Error *err);
 
 void mig2_error_encode(Mig2Writer *w, const Mig2Error *err);
+/*
+ * Decode an ERROR payload into @err (cleared first).  On failure @err may
+ * hold what was decoded before the fault; the caller clears it.
+ */
 int mig2_error_decode(const uint8_t *p, size_t len, Mig2Error *err);
 
 /* Write a grease frame chosen by @seed. */

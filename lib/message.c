@@ -795,7 +795,15 @@ int mig2_error_decode(const uint8_t *buf, size_t len, Mig2Error *err)
         }
     }
     if (!err->message) {
-        err->message = strdup(mig2_wire_error_name(err->code));
+        /* No MESSAGE: the code's name, or its number when unregistered. */
+        if (strcmp(mig2_wire_error_name(err->code), "unknown") == 0) {
+            if (asprintf(&err->message, "error code %u",
+                         (unsigned)err->code) < 0) {
+                err->message = NULL;
+            }
+        } else {
+            err->message = strdup(mig2_wire_error_name(err->code));
+        }
         if (!err->message) {
             return MIG2_ERR_NOMEM;
         }

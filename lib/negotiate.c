@@ -320,16 +320,81 @@ int mig2_verify_config(const Mig2Profile *src, const Mig2Hello *dh,
 
 /* ---- compatibility check ---- */
 
-static int cmp_dev(const void *a, const void *b)
-{
-    const Mig2Device *x = *(const Mig2Device *const *)a;
-    const Mig2Device *y = *(const Mig2Device *const *)b;
-    int c = strcmp(x->id, y->id);
+/*
+ * Devices are matched through an open-addressing hash index on (id,
+ * instance): manifests run to tens of thousands of devices, and sorting
+ * them with strcmp dominated the handshake's cost.
+ */
+typedef struct DevIndex {
+    const Mig2Device **slot;
+    size_t mask;
+} DevIndex;
 
-    if (c) {
-        return c;
+static uint64_t dev_hash(const Mig2Device *d)
+{
+    uint64_t h = 1469598103934665603ULL;    /* FNV-1a */
+    const unsigned char *p;
+
+    for (p = (const unsigned char *)d->id; *p; p++) {
+        h = (h ^ *p) * 1099511628211ULL;
     }
-    return x->instance < y->instance ? -1 : x->instance > y->instance;
+    h = (h ^ d->instance) * 0x9e3779b97f4a7c15ULL;
+    return h ^ (h >> 29);
+}
+
+static bool dev_same(const Mig2Device *a, const Mig2Device *b)
+{
+    return a->instance == b->instance && strcmp(a->id, b->id) == 0;
+}
+
+/* Index @n devices; a repeated (id, instance) is a malformed problem. */
+static int dev_index_build(DevIndex *ix, const Mig2Device *devs, size_t n,
+                           const char *side, Mig2Error *err)
+{
+    size_t cap = 16, i;
+    int rc;
+
+    while (cap < 2 * n) {
+        cap *= 2;
+    }
+    ix->slot = calloc(cap, sizeof(*ix->slot));
+    ix->mask = cap - 1;
+    if (!ix->slot) {
+        return MIG2_ERR_NOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        const Mig2Device *d = &devs[i];
+        size_t j = dev_hash(d) & ix->mask;
+
+        while (ix->slot[j] && !dev_same(ix->slot[j], d)) {
+            j = (j + 1) & ix->mask;
+        }
+        if (ix->slot[j]) {
+            rc = mig2_error_addf(err, MIG2_PROB_MALFORMED,
+                                 "devices/%s@%" PRIu32, "unique", side,
+                                 d->id, d->instance);
+            if (rc) {
+                return rc;
+            }
+            continue;
+        }
+        ix->slot[j] = d;
+    }
+    return MIG2_OK;
+}
+
+static const Mig2Device *dev_index_find(const DevIndex *ix,
+                                        const Mig2Device *key)
+{
+    size_t j = dev_hash(key) & ix->mask;
+
+    while (ix->slot[j]) {
+        if (dev_same(ix->slot[j], key)) {
+            return ix->slot[j];
+        }
+        j = (j + 1) & ix->mask;
+    }
+    return NULL;
 }
 
 static int cmp_ram(const void *a, const void *b)
@@ -365,29 +430,20 @@ static const void *find_in(const void **idx, size_t n, const void *key,
     return hit ? *hit : NULL;
 }
 
-static int dup_problems(const void **idx, size_t n,
-                        int (*cmp)(const void *, const void *),
-                        const char *side, bool dev, Mig2Error *err)
+static int dup_ram_problems(const void **idx, size_t n, const char *side,
+                            Mig2Error *err)
 {
     size_t i;
     int rc;
 
     for (i = 1; i < n; i++) {
-        if (cmp(&idx[i - 1], &idx[i]) != 0) {
+        const Mig2RamBlock *r = idx[i];
+
+        if (cmp_ram(&idx[i - 1], &idx[i]) != 0) {
             continue;
         }
-        if (dev) {
-            const Mig2Device *d = idx[i];
-
-            rc = mig2_error_addf(err, MIG2_PROB_MALFORMED,
-                                 "devices/%s@%" PRIu32, "unique", side,
-                                 d->id, d->instance);
-        } else {
-            const Mig2RamBlock *r = idx[i];
-
-            rc = mig2_error_addf(err, MIG2_PROB_MALFORMED, "ram-blocks/%s",
-                                 "unique", side, r->name);
-        }
+        rc = mig2_error_addf(err, MIG2_PROB_MALFORMED, "ram-blocks/%s",
+                             "unique", side, r->name);
         if (rc) {
             return rc;
         }
@@ -409,10 +465,10 @@ static int check_ram(const Mig2Profile *src, const Mig2Profile *dst,
     if (!si || !di) {
         goto out;
     }
-    if ((rc = dup_problems(si, src->n_ram, cmp_ram, "duplicate in source",
-                           false, err)) ||
-        (rc = dup_problems(di, dst->n_ram, cmp_ram,
-                           "duplicate in destination", false, err))) {
+    if ((rc = dup_ram_problems(si, src->n_ram, "duplicate in source",
+                               err)) ||
+        (rc = dup_ram_problems(di, dst->n_ram, "duplicate in destination",
+                               err))) {
         goto out;
     }
     for (i = 0; i < src->n_ram && !rc; i++) {
@@ -523,7 +579,7 @@ int mig2_check_compat(const Mig2Profile *src, const Mig2Profile *dst,
                       Mig2OmittedSubsection **omitted, size_t *n_omitted,
                       Mig2Error *err)
 {
-    const void **si = NULL, **di = NULL;
+    DevIndex si = { 0 }, di = { 0 };
     Mig2DevChoice *choices = NULL;
     size_t cap_omitted = 0, i;
     char a[40], b[40];
@@ -551,23 +607,19 @@ int mig2_check_compat(const Mig2Profile *src, const Mig2Profile *dst,
 
     choices = malloc((src->n_devices ? src->n_devices : 1) *
                      sizeof(*choices));
-    si = sorted_index(src->devices, src->n_devices, sizeof(*src->devices),
-                      cmp_dev);
-    di = sorted_index(dst->devices, dst->n_devices, sizeof(*dst->devices),
-                      cmp_dev);
-    if (!choices || !si || !di) {
+    if (!choices) {
         rc = MIG2_ERR_NOMEM;
         goto out;
     }
-    if ((rc = dup_problems(si, src->n_devices, cmp_dev, "duplicate in source",
-                           true, err)) ||
-        (rc = dup_problems(di, dst->n_devices, cmp_dev,
-                           "duplicate in destination", true, err))) {
+    if ((rc = dev_index_build(&si, src->devices, src->n_devices,
+                              "duplicate in source", err)) ||
+        (rc = dev_index_build(&di, dst->devices, dst->n_devices,
+                              "duplicate in destination", err))) {
         goto out;
     }
     for (i = 0; i < src->n_devices && !rc; i++) {
         const Mig2Device *s = &src->devices[i];
-        const Mig2Device *d = find_in(di, dst->n_devices, s, cmp_dev);
+        const Mig2Device *d = dev_index_find(&di, s);
 
         if (!d) {
             snprintf(b, sizeof(b), "versions %" PRIu32 "..%" PRIu32, s->vmin,
@@ -583,7 +635,7 @@ int mig2_check_compat(const Mig2Profile *src, const Mig2Profile *dst,
     for (i = 0; i < dst->n_devices && !rc; i++) {
         const Mig2Device *d = &dst->devices[i];
 
-        if (!find_in(si, src->n_devices, d, cmp_dev)) {
+        if (!dev_index_find(&si, d)) {
             snprintf(a, sizeof(a), "versions %" PRIu32 "..%" PRIu32, d->vmin,
                      d->vmax);
             rc = mig2_error_addf(err, MIG2_PROB_DEVICE_UNEXPECTED,
@@ -592,8 +644,8 @@ int mig2_check_compat(const Mig2Profile *src, const Mig2Profile *dst,
         }
     }
 out:
-    free(si);
-    free(di);
+    free(si.slot);
+    free(di.slot);
     if (rc) {
         free(choices);
         free(*omitted);

@@ -197,9 +197,9 @@ int mig2_profile_add_ram_block(Mig2Profile *p, const char *name,
 }
 
 /*
- * Duplicate devices are found by the compatibility check's sorted index
- * and by the decoder, not here: a linear scan per add would make a
- * 10,000-device profile quadratic.
+ * Duplicate devices are found by the compatibility check's sorted index,
+ * not here: a linear scan per add would make a 10,000-device profile
+ * quadratic.
  */
 int mig2_profile_add_device(Mig2Profile *p, const char *id,
                             uint32_t instance, uint32_t vmin, uint32_t vmax)

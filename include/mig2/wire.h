@@ -36,6 +36,16 @@ extern "C" {
 #define MIG2_FRAME_FINISHED     0x0003U
 #define MIG2_FRAME_READY        0x0004U     /* revision 1 only */
 #define MIG2_FRAME_ERROR        0x000fU
+/* Data phase on the main channel (docs/protocol.md section 13). */
+#define MIG2_FRAME_RAM          0x0101U     /* S: pages of one block */
+#define MIG2_FRAME_SYNC         0x0102U     /* S: end of a dirty round */
+#define MIG2_FRAME_SWITCHOVER   0x0103U     /* S: guest stopped */
+#define MIG2_FRAME_DEVICE       0x0104U     /* S: one device's state */
+#define MIG2_FRAME_END          0x0105U     /* S: nothing more follows */
+#define MIG2_FRAME_DONE         0x0181U     /* D: loaded, guest taken over */
+#define MIG2_FRAME_SYNC_ACK     0x0182U     /* D: round received */
+/* RAM page entry flag (low bit of the be64 offset). */
+#define MIG2_RAM_ZERO           0x1U
 
 /* TLV header: be16 type (bit 15 = critical), be32 length. */
 #define MIG2_TLV_HEADER_LEN     6U
