@@ -99,8 +99,6 @@ struct Mig2Profile {
     bool known_restricted;
 };
 
-/* Deep copy (NULL on allocation failure). */
-Mig2Profile *mig2_profile_dup(const Mig2Profile *p);
 const Mig2ConfigDef *mig2_profile_known(const Mig2Profile *p,
                                         const char *name);
 const Mig2Policy *mig2_profile_policy(const Mig2Profile *p,
@@ -159,12 +157,6 @@ void mig2_hello_encode(Mig2Writer *w, uint16_t type, const Mig2Hello *h,
 int mig2_hello_decode(const uint8_t *p, size_t len, uint16_t type,
                       Mig2Hello *h, Mig2Error *err);
 
-void mig2_error_encode(Mig2Writer *w, const Mig2Error *err);
-/*
- * Decode an ERROR payload into @err (cleared first).  On failure @err may
- * hold what was decoded before the fault; the caller clears it.
- */
-int mig2_error_decode(const uint8_t *p, size_t len, Mig2Error *err);
 
 /* Write a grease frame chosen by @seed. */
 void mig2_grease_frame(Mig2Writer *w, uint32_t seed);

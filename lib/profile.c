@@ -314,6 +314,12 @@ int mig2_profile_add_config(Mig2Profile *p, const char *name,
     return MIG2_OK;
 }
 
+int mig2_profile_propose(Mig2Profile *p, const char *name,
+                         const Mig2ConfigValue *v, unsigned flags)
+{
+    return mig2_profile_add_config(p, name, v, flags);
+}
+
 int mig2_profile_propose_bool(Mig2Profile *p, const char *name, bool v,
                               unsigned flags)
 {

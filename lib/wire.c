@@ -66,6 +66,7 @@ static const Mig2ConfigDef config_registry[] = {
     { "announce-initial", MIG2_CFG_U64, 50, NULL },
     { "x-channel-deadline", MIG2_CFG_U64, 5000, NULL },
     { "x-max-dirty-rounds", MIG2_CFG_U64, 30, NULL },
+    { "x-stall-timeout", MIG2_CFG_U64, 30000, NULL },
     { "multifd-compression", MIG2_CFG_STR, 0, "none" },
 };
 

@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "mig2/codec.h"
 #include "mig2/error.h"
 #include "mig2/profile.h"
 #include "mig2/wire.h"
@@ -142,6 +143,18 @@ int mig2_engine_set_binding(Mig2Engine *e, const uint8_t *data, size_t len);
  * and move to FAILED.  MIG2_ERR_STATE when already complete or failed.
  */
 int mig2_engine_abort(Mig2Engine *e, uint32_t code, const char *message);
+
+/*
+ * ERROR frames outside the handshake (the data phase uses the same frozen
+ * layout, docs/protocol.md section 6.6).  encode writes a whole frame,
+ * header included, truncating strings at UTF-8 boundaries to the wire
+ * bounds; check mig2_wr_error(@w).  decode takes the payload only, clears
+ * @err first and returns MIG2_OK, MIG2_ERR_TRUNCATED, MIG2_ERR_TOO_LARGE,
+ * MIG2_ERR_BAD_STRING, MIG2_ERR_DUPLICATE or MIG2_ERR_NOMEM; on failure
+ * @err may hold what was decoded before the fault (the caller clears it).
+ */
+void mig2_error_encode(Mig2Writer *w, const Mig2Error *err);
+int mig2_error_decode(const uint8_t *p, size_t len, Mig2Error *err);
 
 /* ---- Results (valid after MIG2_EV_NEGOTIATED) ---- */
 

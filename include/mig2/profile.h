@@ -86,6 +86,10 @@ int mig2_profile_propose_u64(Mig2Profile *p, const char *name, uint64_t v,
 int mig2_profile_propose_str(Mig2Profile *p, const char *name,
                              const char *v, unsigned flags);
 
+/* Propose an item of any type (@v->s is copied); as the typed setters. */
+int mig2_profile_propose(Mig2Profile *p, const char *name,
+                         const Mig2ConfigValue *v, unsigned flags);
+
 /*
  * Destination policy.  clamp: a u64 item above @max is lowered to @max.
  * refuse: the item falls back to its default (a capability is turned off).
@@ -100,6 +104,9 @@ int mig2_profile_policy_refuse(Mig2Profile *p, const char *name);
  * first call empties the default "all registered names" set.
  */
 int mig2_profile_know_config(Mig2Profile *p, const char *name);
+
+/* A deep copy of @p, or NULL on allocation failure. */
+Mig2Profile *mig2_profile_dup(const Mig2Profile *p);
 
 /* Read-back helpers (tests, tools). */
 size_t mig2_profile_device_count(const Mig2Profile *p);

@@ -1,0 +1,763 @@
+/*
+ * mig2-vm - migration transports
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include "channel.h"
+
+static char *errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *errf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0) {
+        s = NULL;
+    }
+    va_end(ap);
+    return s;
+}
+
+void mig_addr_clear(MigAddr *a)
+{
+    free(a->host);
+    free(a->port);
+    free(a->path);
+    free(a->cmd);
+    memset(a, 0, sizeof(*a));
+}
+
+bool mig_addr_parse_uri(const char *uri, MigAddr *a, char **errp)
+{
+    const char *rest;
+
+    memset(a, 0, sizeof(*a));
+    if (!uri) {
+        *errp = strdup("missing migration URI");
+        return false;
+    }
+    if (strncmp(uri, "tcp:", 4) == 0) {
+        const char *colon;
+
+        rest = uri + 4;
+        if (*rest == '[') {
+            const char *close = strchr(rest, ']');
+
+            if (!close || close[1] != ':') {
+                goto bad;
+            }
+            a->host = strndup(rest + 1, (size_t)(close - rest - 1));
+            colon = close + 1;
+        } else {
+            colon = strrchr(rest, ':');
+            if (!colon) {
+                goto bad;
+            }
+            a->host = strndup(rest, (size_t)(colon - rest));
+        }
+        a->port = strdup(colon + 1);
+        if (!a->host || !a->port || !*a->port) {
+            goto bad;
+        }
+        a->kind = MIG_ADDR_TCP;
+        return true;
+    }
+    if (strncmp(uri, "unix:", 5) == 0 && uri[5]) {
+        a->kind = MIG_ADDR_UNIX;
+        a->path = strdup(uri + 5);
+        return a->path != NULL;
+    }
+    if (strncmp(uri, "exec:", 5) == 0 && uri[5]) {
+        a->kind = MIG_ADDR_EXEC;
+        a->cmd = strdup(uri + 5);
+        return a->cmd != NULL;
+    }
+    if (strncmp(uri, "file:", 5) == 0 && uri[5]) {
+        a->kind = MIG_ADDR_FILE;
+        a->path = strdup(uri + 5);
+        return a->path != NULL;
+    }
+bad:
+    mig_addr_clear(a);
+    /* QEMU's wording for an unknown scheme. */
+    *errp = errf("Invalid migration URI '%s': expected tcp:HOST:PORT, "
+                 "unix:PATH, exec:COMMAND or file:PATH", uri);
+    return false;
+}
+
+static const char *json_str(json_object *o, const char *key)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v) ||
+        !json_object_is_type(v, json_type_string)) {
+        return NULL;
+    }
+    return json_object_get_string(v);
+}
+
+bool mig_addr_from_json(json_object *addr, MigAddr *a, char **errp)
+{
+    const char *transport, *type;
+
+    memset(a, 0, sizeof(*a));
+    if (!addr || !json_object_is_type(addr, json_type_object)) {
+        *errp = strdup("Parameter 'addr' expects an object");
+        return false;
+    }
+    transport = json_str(addr, "transport");
+    if (!transport) {
+        *errp = strdup("Parameter 'addr.transport' is missing");
+        return false;
+    }
+    if (strcmp(transport, "exec") == 0) {
+        json_object *args, *first;
+
+        /* QEMU: {"transport": "exec", "args": ["sh", "-c", "..."]}. */
+        if (!json_object_object_get_ex(addr, "args", &args) ||
+            !json_object_is_type(args, json_type_array) ||
+            json_object_array_length(args) == 0) {
+            *errp = strdup("Parameter 'addr.args' is missing");
+            return false;
+        }
+        first = json_object_array_get_idx(args, json_object_array_length(args)
+                                          - 1);
+        a->kind = MIG_ADDR_EXEC;
+        a->cmd = strdup(json_object_get_string(first));
+        return a->cmd != NULL;
+    }
+    if (strcmp(transport, "file") == 0) {
+        const char *fn = json_str(addr, "filename");
+
+        if (!fn) {
+            *errp = strdup("Parameter 'addr.filename' is missing");
+            return false;
+        }
+        a->kind = MIG_ADDR_FILE;
+        a->path = strdup(fn);
+        return a->path != NULL;
+    }
+    if (strcmp(transport, "socket") != 0) {
+        *errp = errf("Parameter 'addr.transport' does not accept value '%s'",
+                     transport);
+        return false;
+    }
+    type = json_str(addr, "type");
+    if (!type) {
+        *errp = strdup("Parameter 'addr.type' is missing");
+        return false;
+    }
+    if (strcmp(type, "inet") == 0) {
+        const char *host = json_str(addr, "host");
+        const char *port = json_str(addr, "port");
+
+        if (!host || !port) {
+            *errp = strdup(!host ? "Parameter 'addr.host' is missing"
+                                 : "Parameter 'addr.port' is missing");
+            return false;
+        }
+        a->kind = MIG_ADDR_TCP;
+        a->host = strdup(host);
+        a->port = strdup(port);
+        return a->host && a->port;
+    }
+    if (strcmp(type, "unix") == 0) {
+        const char *path = json_str(addr, "path");
+
+        if (!path) {
+            *errp = strdup("Parameter 'addr.path' is missing");
+            return false;
+        }
+        a->kind = MIG_ADDR_UNIX;
+        a->path = strdup(path);
+        return a->path != NULL;
+    }
+    *errp = errf("Parameter 'addr.type' does not accept value '%s'", type);
+    return false;
+}
+
+char *mig_addr_to_string(const MigAddr *a)
+{
+    switch (a->kind) {
+    case MIG_ADDR_TCP:
+        return strchr(a->host, ':') ? errf("tcp:[%s]:%s", a->host, a->port)
+                                    : errf("tcp:%s:%s", a->host, a->port);
+    case MIG_ADDR_UNIX:
+        return errf("unix:%s", a->path);
+    case MIG_ADDR_EXEC:
+        return errf("exec:%s", a->cmd);
+    case MIG_ADDR_FILE:
+        return errf("file:%s", a->path);
+    }
+    return NULL;
+}
+
+bool mig_addr_bidirectional(const MigAddr *a)
+{
+    return a->kind == MIG_ADDR_TCP || a->kind == MIG_ADDR_UNIX;
+}
+
+void chan_init(Chan *c, int rfd, int wfd, int cancel_fd, int stall_ms)
+{
+    memset(c, 0, sizeof(*c));
+    c->rfd = rfd;
+    c->wfd = wfd;
+    c->cancel_fd = cancel_fd;
+    c->stall_ms = stall_ms;
+}
+
+void chan_close(Chan *c)
+{
+    if (c->wfd >= 0 && c->wfd != c->rfd) {
+        close(c->wfd);
+    }
+    if (c->rfd >= 0) {
+        close(c->rfd);
+    }
+    if (c->child > 0) {
+        int st;
+
+        /* Give a command that got EOF a moment to finish, then insist. */
+        if (waitpid(c->child, &st, WNOHANG) == 0) {
+            usleep(100000);
+            if (waitpid(c->child, &st, WNOHANG) == 0) {
+                kill(c->child, SIGKILL);
+                waitpid(c->child, &st, 0);
+            }
+        }
+    }
+    free(c->buf);
+    c->rfd = c->wfd = -1;
+    c->child = 0;
+    c->buf = NULL;
+    c->pos = c->len = c->cap = 0;
+}
+
+/*
+ * Wait for @events on @fd, watching the cancel pipe.  Returns 1 ready,
+ * 0 stalled, -1 cancelled or failed (*errp set).
+ */
+static int wait_fd(Chan *c, int fd, short events, char **errp)
+{
+    struct pollfd pfd[2] = {
+        { .fd = fd, .events = events },
+        { .fd = c->cancel_fd, .events = POLLIN },
+    };
+    int n;
+
+    for (;;) {
+        n = poll(pfd, c->cancel_fd >= 0 ? 2 : 1,
+                 c->stall_ms > 0 ? c->stall_ms : -1);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        break;
+    }
+    if (n < 0) {
+        *errp = errf("poll failed: %s", strerror(errno));
+        return -1;
+    }
+    if (c->cancel_fd >= 0 && (pfd[1].revents & POLLIN)) {
+        *errp = strdup("migration cancelled");
+        return -1;
+    }
+    if (n == 0) {
+        *errp = errf("the peer sent nothing for %d ms (stall deadline)",
+                     c->stall_ms);
+        return 0;
+    }
+    return 1;
+}
+
+bool chan_write(Chan *c, const void *p, size_t n, char **errp)
+{
+    struct iovec iov = { .iov_base = (void *)p, .iov_len = n };
+
+    return chan_writev(c, &iov, 1, errp);
+}
+
+bool chan_writev(Chan *c, struct iovec *iov, int iovcnt, char **errp)
+{
+    while (iovcnt > 0) {
+        ssize_t n;
+
+        if (iov->iov_len == 0) {
+            iov++;
+            iovcnt--;
+            continue;
+        }
+        n = writev(c->wfd, iov, iovcnt > 1024 ? 1024 : iovcnt);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (wait_fd(c, c->wfd, POLLOUT, errp) <= 0) {
+                    return false;
+                }
+                continue;
+            }
+            if (errno == EPIPE || errno == ECONNRESET) {
+                *errp = strdup("the peer closed the connection");
+            } else {
+                *errp = errf("write failed: %s", strerror(errno));
+            }
+            return false;
+        }
+        c->bytes_out += (uint64_t)n;
+        while (n > 0) {
+            if ((size_t)n >= iov->iov_len) {
+                n -= (ssize_t)iov->iov_len;
+                iov++;
+                iovcnt--;
+            } else {
+                iov->iov_base = (uint8_t *)iov->iov_base + n;
+                iov->iov_len -= (size_t)n;
+                n = 0;
+            }
+        }
+    }
+    return true;
+}
+
+/* One read() into @p with the deadline; 0 at EOF, -1 on error. */
+static ssize_t raw_read(Chan *c, void *p, size_t n, char **errp)
+{
+    for (;;) {
+        ssize_t r = read(c->rfd, p, n);
+
+        if (r >= 0) {
+            c->bytes_in += (uint64_t)r;
+            return r;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (wait_fd(c, c->rfd, POLLIN, errp) <= 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (errno == ECONNRESET) {
+            return 0;
+        }
+        *errp = errf("read failed: %s", strerror(errno));
+        return -1;
+    }
+}
+
+ssize_t chan_read_some(Chan *c, void *p, size_t n, char **errp)
+{
+    if (c->len > c->pos) {
+        size_t k = c->len - c->pos < n ? c->len - c->pos : n;
+
+        memcpy(p, c->buf + c->pos, k);
+        chan_consume(c, k);
+        return (ssize_t)k;
+    }
+    return raw_read(c, p, n, errp);
+}
+
+bool chan_read(Chan *c, void *p, size_t n, char **errp)
+{
+    uint8_t *d = p;
+
+    while (n) {
+        ssize_t r = chan_read_some(c, d, n, errp);
+
+        if (r < 0) {
+            return false;
+        }
+        if (r == 0) {
+            *errp = strdup("the peer closed the connection");
+            return false;
+        }
+        d += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
+const uint8_t *chan_peek(Chan *c, size_t n, size_t *avail, char **errp)
+{
+    if (c->pos && c->len - c->pos < n) {
+        memmove(c->buf, c->buf + c->pos, c->len - c->pos);
+        c->len -= c->pos;
+        c->pos = 0;
+    }
+    if (c->cap < n) {
+        uint8_t *b = realloc(c->buf, n);
+
+        if (!b) {
+            *errp = strdup("out of memory");
+            return NULL;
+        }
+        c->buf = b;
+        c->cap = n;
+    }
+    while (c->len - c->pos < n) {
+        ssize_t r = raw_read(c, c->buf + c->len, c->cap - c->len, errp);
+
+        if (r < 0) {
+            return NULL;
+        }
+        if (r == 0) {
+            break;
+        }
+        c->len += (size_t)r;
+    }
+    *avail = c->len - c->pos;
+    return c->buf + c->pos;
+}
+
+void chan_consume(Chan *c, size_t n)
+{
+    c->pos += n;
+    if (c->pos >= c->len) {
+        c->pos = c->len = 0;
+    }
+}
+
+bool chan_readable(Chan *c)
+{
+    struct pollfd pfd = { .fd = c->rfd, .events = POLLIN };
+
+    return c->len > c->pos || poll(&pfd, 1, 0) > 0;
+}
+
+static void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl >= 0) {
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    }
+}
+
+static void tune_socket(int fd, bool tcp)
+{
+    int one = 1, buf = 4 << 20;
+
+    if (tcp) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    set_nonblock(fd);
+}
+
+static int unix_sockaddr(const char *path, struct sockaddr_un *sun,
+                         char **errp)
+{
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun->sun_path)) {
+        *errp = errf("unix socket path too long: %s", path);
+        return -1;
+    }
+    strcpy(sun->sun_path, path);
+    return 0;
+}
+
+/* Connect with a deadline; the socket ends up non-blocking. */
+static int connect_fd(int fd, const struct sockaddr *sa, socklen_t len,
+                      Chan *tmp, const char *what, char **errp)
+{
+    int err = 0;
+    socklen_t el = sizeof(err);
+
+    set_nonblock(fd);
+    if (connect(fd, sa, len) == 0) {
+        return 0;
+    }
+    if (errno != EINPROGRESS) {
+        *errp = errf("Failed to connect to '%s': %s", what, strerror(errno));
+        return -1;
+    }
+    if (wait_fd(tmp, fd, POLLOUT, errp) <= 0) {
+        return -1;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
+        *errp = errf("Failed to connect to '%s': %s", what,
+                     strerror(err ? err : errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Run "sh -c @cmd" with its stdin (@to_child) and/or stdout piped. */
+static bool spawn(Chan *c, const char *cmd, bool to_child, bool from_child,
+                  char **errp)
+{
+    int in[2] = { -1, -1 }, out[2] = { -1, -1 };
+    pid_t pid;
+
+    if ((to_child && pipe2(in, O_CLOEXEC) < 0) ||
+        (from_child && pipe2(out, O_CLOEXEC) < 0)) {
+        *errp = errf("pipe failed: %s", strerror(errno));
+        goto fail;
+    }
+    pid = fork();
+    if (pid < 0) {
+        *errp = errf("fork failed: %s", strerror(errno));
+        goto fail;
+    }
+    if (pid == 0) {
+        if (to_child) {
+            dup2(in[0], STDIN_FILENO);
+        }
+        if (from_child) {
+            dup2(out[1], STDOUT_FILENO);
+        }
+        signal(SIGPIPE, SIG_DFL);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    if (to_child) {
+        close(in[0]);
+        c->wfd = in[1];
+        set_nonblock(c->wfd);
+    }
+    if (from_child) {
+        close(out[1]);
+        c->rfd = out[0];
+        set_nonblock(c->rfd);
+    }
+    c->child = pid;
+    return true;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0) {
+            close(in[i]);
+        }
+        if (out[i] >= 0) {
+            close(out[i]);
+        }
+    }
+    return false;
+}
+
+bool chan_open_outgoing(Chan *c, const MigAddr *a, int cancel_fd,
+                        int stall_ms, char **errp)
+{
+    chan_init(c, -1, -1, cancel_fd, stall_ms);
+    switch (a->kind) {
+    case MIG_ADDR_TCP: {
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
+        char *what = mig_addr_to_string(a);
+        int rc, fd = -1;
+
+        rc = getaddrinfo(a->host, a->port, &hints, &res);
+        if (rc) {
+            *errp = errf("address resolution failed for %s:%s: %s", a->host,
+                         a->port, gai_strerror(rc));
+            free(what);
+            return false;
+        }
+        for (ai = res; ai; ai = ai->ai_next) {
+            fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) {
+                continue;
+            }
+            free(*errp);
+            *errp = NULL;
+            if (connect_fd(fd, ai->ai_addr, ai->ai_addrlen, c, what + 4,
+                           errp) == 0) {
+                break;
+            }
+            close(fd);
+            fd = -1;
+        }
+        freeaddrinfo(res);
+        free(what);
+        if (fd < 0) {
+            if (!*errp) {
+                *errp = strdup("cannot create socket");
+            }
+            return false;
+        }
+        tune_socket(fd, true);
+        c->rfd = c->wfd = fd;
+        return true;
+    }
+    case MIG_ADDR_UNIX: {
+        struct sockaddr_un sun;
+        int fd;
+
+        if (unix_sockaddr(a->path, &sun, errp) < 0) {
+            return false;
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect_fd(fd, (struct sockaddr *)&sun, sizeof(sun), c,
+                                 a->path, errp) < 0) {
+            if (fd >= 0) {
+                close(fd);
+            } else {
+                *errp = errf("socket failed: %s", strerror(errno));
+            }
+            return false;
+        }
+        tune_socket(fd, false);
+        c->rfd = c->wfd = fd;
+        return true;
+    }
+    case MIG_ADDR_EXEC:
+        return spawn(c, a->cmd, true, false, errp);
+    case MIG_ADDR_FILE: {
+        int fd = open(a->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+        if (fd < 0) {
+            *errp = errf("cannot open '%s': %s", a->path, strerror(errno));
+            return false;
+        }
+        c->wfd = fd;
+        return true;
+    }
+    }
+    return false;
+}
+
+int chan_listen(const MigAddr *a, char **bound, char **errp)
+{
+    int fd = -1, one = 1;
+
+    *bound = NULL;
+    if (a->kind == MIG_ADDR_TCP) {
+        struct addrinfo hints = {
+            .ai_socktype = SOCK_STREAM,
+            .ai_flags = AI_PASSIVE,
+        }, *res, *ai;
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char host[NI_MAXHOST], port[NI_MAXSERV];
+        int rc;
+
+        rc = getaddrinfo(*a->host ? a->host : NULL, a->port, &hints, &res);
+        if (rc) {
+            *errp = errf("address resolution failed for %s:%s: %s", a->host,
+                         a->port, gai_strerror(rc));
+            return -1;
+        }
+        for (ai = res; ai; ai = ai->ai_next) {
+            fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (fd < 0) {
+                continue;
+            }
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+                listen(fd, 16) == 0) {
+                break;
+            }
+            *errp = errf("Failed to bind socket: %s", strerror(errno));
+            close(fd);
+            fd = -1;
+        }
+        freeaddrinfo(res);
+        if (fd < 0) {
+            return -1;
+        }
+        free(*errp);
+        *errp = NULL;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+            getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port,
+                        sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+            *bound = strchr(host, ':') ? errf("tcp:[%s]:%s", host, port)
+                                       : errf("tcp:%s:%s", host, port);
+        }
+    } else if (a->kind == MIG_ADDR_UNIX) {
+        struct sockaddr_un sun;
+
+        if (unix_sockaddr(a->path, &sun, errp) < 0) {
+            return -1;
+        }
+        unlink(a->path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+            listen(fd, 16) < 0) {
+            *errp = errf("Failed to bind socket to %s: %s", a->path,
+                         strerror(errno));
+            if (fd >= 0) {
+                close(fd);
+            }
+            return -1;
+        }
+        *bound = errf("unix:%s", a->path);
+    } else {
+        *errp = strdup("not a listening transport");
+        return -1;
+    }
+    set_nonblock(fd);
+    return fd;
+}
+
+bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms, char **errp)
+{
+    Chan waiter;
+    int fd;
+
+    /* Waiting for the source has no deadline; only cancel ends it. */
+    chan_init(&waiter, -1, -1, cancel_fd, 0);
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+
+        fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            tune_socket(fd, ss.ss_family != AF_UNIX);
+            break;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) {
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            *errp = errf("accept failed: %s", strerror(errno));
+            return false;
+        }
+        if (wait_fd(&waiter, lfd, POLLIN, errp) < 0) {
+            return false;
+        }
+    }
+    chan_init(c, fd, fd, cancel_fd, stall_ms);
+    return true;
+}
+
+bool chan_open_incoming_stream(Chan *c, const MigAddr *a, int cancel_fd,
+                               int stall_ms, char **errp)
+{
+    chan_init(c, -1, -1, cancel_fd, stall_ms);
+    if (a->kind == MIG_ADDR_EXEC) {
+        return spawn(c, a->cmd, false, true, errp);
+    }
+    if (a->kind == MIG_ADDR_FILE) {
+        int fd = open(a->path, O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0) {
+            *errp = errf("cannot open '%s': %s", a->path, strerror(errno));
+            return false;
+        }
+        c->rfd = fd;
+        return true;
+    }
+    *errp = strdup("not a stream transport");
+    return false;
+}

@@ -1,0 +1,90 @@
+/*
+ * mig2-vm - migration transports: addresses, sockets, exec, file
+ *
+ * A Chan is one byte stream with deadlines: every blocking read or write
+ * also watches a cancel pipe and gives up after the stall timeout, so a
+ * silent peer or a migrate-cancel never leaves a thread stuck.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef MIG2_VM_CHANNEL_H
+#define MIG2_VM_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <json-c/json.h>
+
+typedef enum MigAddrKind {
+    MIG_ADDR_TCP,
+    MIG_ADDR_UNIX,
+    MIG_ADDR_EXEC,
+    MIG_ADDR_FILE,
+} MigAddrKind;
+
+typedef struct MigAddr {
+    MigAddrKind kind;
+    char *host;     /* tcp */
+    char *port;     /* tcp */
+    char *path;     /* unix, file */
+    char *cmd;      /* exec */
+} MigAddr;
+
+/* Parse "tcp:HOST:PORT", "unix:PATH", "exec:CMD", "file:PATH". */
+bool mig_addr_parse_uri(const char *uri, MigAddr *a, char **errp);
+/* Parse a QMP "addr" object ({"transport": "socket", "type": ...}). */
+bool mig_addr_from_json(json_object *addr, MigAddr *a, char **errp);
+void mig_addr_clear(MigAddr *a);
+/* "tcp:127.0.0.1:4444" etc.; caller frees. */
+char *mig_addr_to_string(const MigAddr *a);
+/* True for transports that carry bytes both ways. */
+bool mig_addr_bidirectional(const MigAddr *a);
+
+typedef struct Chan {
+    int rfd;                /* read side */
+    int wfd;                /* write side (same as rfd for sockets) */
+    pid_t child;            /* exec: the command's pid, else 0 */
+    int cancel_fd;          /* readable when the operation is cancelled */
+    int stall_ms;           /* 0: wait forever */
+    uint8_t *buf;           /* read buffer */
+    size_t pos, len, cap;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+} Chan;
+
+void chan_init(Chan *c, int rfd, int wfd, int cancel_fd, int stall_ms);
+/* Close the fds, reap an exec child (killing it if still running). */
+void chan_close(Chan *c);
+
+/* Source side: open @a for writing (and reading when bidirectional). */
+bool chan_open_outgoing(Chan *c, const MigAddr *a, int cancel_fd,
+                        int stall_ms, char **errp);
+
+/* Destination side: a listening socket (tcp/unix), reported address. */
+int chan_listen(const MigAddr *a, char **bound, char **errp);
+/* Wait for one connection (no deadline, cancellable). */
+bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms,
+                 char **errp);
+/* Destination side of exec:/file: open for reading. */
+bool chan_open_incoming_stream(Chan *c, const MigAddr *a, int cancel_fd,
+                               int stall_ms, char **errp);
+
+bool chan_write(Chan *c, const void *p, size_t n, char **errp);
+bool chan_writev(Chan *c, struct iovec *iov, int iovcnt, char **errp);
+/* Exactly @n bytes; false on EOF, stall, cancel or error. */
+bool chan_read(Chan *c, void *p, size_t n, char **errp);
+/* Up to @n bytes (at least 1); 0 at EOF, -1 on error. */
+ssize_t chan_read_some(Chan *c, void *p, size_t n, char **errp);
+/*
+ * Make at least @n bytes available in the read buffer, fewer only at EOF.
+ * Returns a pointer to them and the count in *@avail.
+ */
+const uint8_t *chan_peek(Chan *c, size_t n, size_t *avail, char **errp);
+void chan_consume(Chan *c, size_t n);
+/* True when a read would not block (data, EOF or error pending). */
+bool chan_readable(Chan *c);
+
+#endif /* MIG2_VM_CHANNEL_H */

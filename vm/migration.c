@@ -1,0 +1,1583 @@
+/*
+ * mig2-vm - migration: configuration, threads, status, v2 data phase
+ *
+ * The handshake itself is libmig2's engine; this file only moves its
+ * bytes.  After the handshake the source sends RAM in dirty rounds, stops
+ * the guest, sends the rest and every device at its negotiated version,
+ * and counts the migration complete only when the destination says DONE
+ * (docs/protocol.md section 13).  The legacy v3 stream lives in legacy.c.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mig2/mig2.h"
+
+#include "migration_int.h"
+#include "qmp.h"
+
+/* Pages per RAM frame: 1 MiB of data, well under the frame limit. */
+#define RAM_BATCH 256
+/* Largest data-phase frame we accept that is not RAM (DEVICE, ...). */
+#define MAX_STATE_FRAME (4u << 20)
+
+static const char *const status_names[] = {
+    [MIG_STATUS_NONE] = "none",
+    [MIG_STATUS_SETUP] = "setup",
+    [MIG_STATUS_ACTIVE] = "active",
+    [MIG_STATUS_DEVICE] = "device",
+    [MIG_STATUS_COMPLETED] = "completed",
+    [MIG_STATUS_FAILED] = "failed",
+    [MIG_STATUS_CANCELLING] = "cancelling",
+    [MIG_STATUS_CANCELLED] = "cancelled",
+};
+
+const char *mig_status_name(MigStatus s)
+{
+    return status_names[s];
+}
+
+int64_t mig_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *mig_strf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0) {
+        s = NULL;
+    }
+    va_end(ap);
+    return s;
+}
+
+/* ---------------------------------------------------------------- */
+/* Configuration                                                     */
+/* ---------------------------------------------------------------- */
+
+static int cfg_index(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < mig2_config_registry_count(); i++) {
+        if (strcmp(mig2_config_registry_get(i)->name, name) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+uint64_t mig_cfg_u64(Migration *m, const char *name)
+{
+    int i = cfg_index(name);
+    uint64_t v;
+
+    pthread_mutex_lock(&m->lock);
+    v = i >= 0 ? m->cfg[i].u : 0;
+    pthread_mutex_unlock(&m->lock);
+    return v;
+}
+
+bool mig_cfg_bool(Migration *m, const char *name)
+{
+    int i = cfg_index(name);
+    bool v;
+
+    pthread_mutex_lock(&m->lock);
+    v = i >= 0 && m->cfg[i].b;
+    pthread_mutex_unlock(&m->lock);
+    return v;
+}
+
+bool migration_set_capability(Migration *m, const char *name, bool on,
+                              char **errp)
+{
+    int i = cfg_index(name);
+
+    if (i < 0 || mig2_config_registry_get((size_t)i)->type != MIG2_CFG_BOOL) {
+        *errp = mig_strf("Invalid parameter '%s'", name);
+        return false;
+    }
+    if (migration_is_active(m)) {
+        *errp = strdup("There's a migration process in progress");
+        return false;
+    }
+    pthread_mutex_lock(&m->lock);
+    m->cfg[i].b = on;
+    pthread_mutex_unlock(&m->lock);
+    return true;
+}
+
+bool migration_set_parameter(Migration *m, const char *name,
+                             json_object *value, char **errp)
+{
+    int i = cfg_index(name);
+    const Mig2ConfigDef *def;
+
+    if (i < 0 ||
+        (def = mig2_config_registry_get((size_t)i))->type == MIG2_CFG_BOOL) {
+        *errp = mig_strf("Parameter '%s' is unexpected", name);
+        return false;
+    }
+    if (def->type == MIG2_CFG_U64) {
+        int64_t v;
+
+        if (!json_object_is_type(value, json_type_int) ||
+            (v = json_object_get_int64(value)) < 0) {
+            *errp = mig_strf("Parameter '%s' expects a non-negative integer",
+                             name);
+            return false;
+        }
+        if (strcmp(name, "multifd-channels") == 0 && (v < 1 || v > 255)) {
+            *errp = strdup("Parameter 'multifd-channels' expects a value "
+                           "between 1 and 255");
+            return false;
+        }
+        pthread_mutex_lock(&m->lock);
+        m->cfg[i].u = (uint64_t)v;
+        pthread_mutex_unlock(&m->lock);
+        return true;
+    }
+    if (!json_object_is_type(value, json_type_string) ||
+        !*json_object_get_string(value)) {
+        *errp = mig_strf("Parameter '%s' expects a string", name);
+        return false;
+    }
+    pthread_mutex_lock(&m->lock);
+    free((char *)m->cfg[i].s);
+    m->cfg[i].s = strdup(json_object_get_string(value));
+    pthread_mutex_unlock(&m->lock);
+    return true;
+}
+
+json_object *migration_query_capabilities(Migration *m)
+{
+    json_object *arr = json_object_new_array();
+    size_t i;
+
+    pthread_mutex_lock(&m->lock);
+    for (i = 0; i < mig2_config_registry_count(); i++) {
+        const Mig2ConfigDef *def = mig2_config_registry_get(i);
+        json_object *o;
+
+        if (def->type != MIG2_CFG_BOOL) {
+            continue;
+        }
+        o = json_object_new_object();
+        json_object_object_add(o, "capability",
+                               json_object_new_string(def->name));
+        json_object_object_add(o, "state",
+                               json_object_new_boolean(m->cfg[i].b));
+        json_object_array_add(arr, o);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return arr;
+}
+
+json_object *migration_query_parameters(Migration *m)
+{
+    json_object *o = json_object_new_object();
+    size_t i;
+
+    pthread_mutex_lock(&m->lock);
+    for (i = 0; i < mig2_config_registry_count(); i++) {
+        const Mig2ConfigDef *def = mig2_config_registry_get(i);
+
+        if (def->type == MIG2_CFG_U64) {
+            json_object_object_add(o, def->name,
+                                   json_object_new_int64((int64_t)m->cfg[i].u));
+        } else if (def->type == MIG2_CFG_STR) {
+            json_object_object_add(o, def->name,
+                                   json_object_new_string(m->cfg[i].s));
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return o;
+}
+
+bool migration_add_policy(Migration *m, const char *rule, char **errp)
+{
+    const char *eq;
+    int rc;
+
+    if (strncmp(rule, "refuse:", 7) == 0) {
+        rc = mig2_profile_policy_refuse(m->policy, rule + 7);
+    } else if (strncmp(rule, "clamp:", 6) == 0 &&
+               (eq = strchr(rule + 6, '=')) != NULL) {
+        char *name = strndup(rule + 6, (size_t)(eq - rule - 6));
+        char *end;
+        unsigned long long max;
+
+        errno = 0;
+        max = strtoull(eq + 1, &end, 10);
+        rc = (!name || errno || *end || end == eq + 1)
+                 ? MIG2_ERR_INVALID_ARG
+                 : mig2_profile_policy_clamp(m->policy, name, max);
+        free(name);
+    } else {
+        rc = MIG2_ERR_INVALID_ARG;
+    }
+    if (rc) {
+        *errp = mig_strf("invalid migration policy '%s' (expected "
+                         "clamp:NAME=MAX or refuse:NAME): %s", rule,
+                         mig2_strerror(rc));
+        return false;
+    }
+    return true;
+}
+
+/* The destination takes the negotiated values as its own. */
+void mig_apply_final_config(Migration *m, const Mig2Engine *e)
+{
+    size_t i;
+
+    pthread_mutex_lock(&m->lock);
+    for (i = 0; i < mig2_result_config_count(e); i++) {
+        const Mig2ConfigResult *r = mig2_result_config(e, i);
+        int k = cfg_index(r->name);
+
+        if (k < 0 || r->status == MIG2_CFG_UNKNOWN ||
+            r->final.type != m->cfg[k].type) {
+            continue;
+        }
+        m->cfg[k].b = r->final.b;
+        m->cfg[k].u = r->final.u;
+        if (r->final.type == MIG2_CFG_STR) {
+            free((char *)m->cfg[k].s);
+            m->cfg[k].s = strdup(r->final.s);
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* ---------------------------------------------------------------- */
+/* Status and errors                                                 */
+/* ---------------------------------------------------------------- */
+
+void mig_set_status(Migration *m, MigStatus s)
+{
+    json_object *data;
+
+    pthread_mutex_lock(&m->lock);
+    if (m->status == s) {
+        pthread_mutex_unlock(&m->lock);
+        return;
+    }
+    m->status = s;
+    pthread_mutex_unlock(&m->lock);
+    data = json_object_new_object();
+    json_object_object_add(data, "status",
+                           json_object_new_string(mig_status_name(s)));
+    if (m->vm->qmp) {
+        qmp_emit_event(m->vm->qmp, "MIGRATION", data);
+    } else {
+        json_object_put(data);
+    }
+}
+
+MigStatus mig_status(Migration *m)
+{
+    MigStatus s;
+
+    pthread_mutex_lock(&m->lock);
+    s = m->status;
+    pthread_mutex_unlock(&m->lock);
+    return s;
+}
+
+/* Record the first error; later ones only add detail to stderr. */
+void mig_fail(Migration *m, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0) {
+        msg = NULL;
+    }
+    va_end(ap);
+    pthread_mutex_lock(&m->lock);
+    if (!m->error_desc) {
+        m->error_desc = msg;
+        msg = NULL;
+    }
+    pthread_mutex_unlock(&m->lock);
+    free(msg);
+}
+
+bool mig_cancelled(Migration *m)
+{
+    return atomic_load(&m->cancel_requested);
+}
+
+/* ---------------------------------------------------------------- */
+/* Profiles                                                          */
+/* ---------------------------------------------------------------- */
+
+Mig2Profile *mig_build_profile(Migration *m, bool source, char **errp)
+{
+    Vm *vm = m->vm;
+    Mig2Profile *p = source ? mig2_profile_new() : mig2_profile_dup(m->policy);
+    size_t i, j;
+    int rc = MIG2_OK;
+
+    if (!p) {
+        *errp = strdup("out of memory");
+        return NULL;
+    }
+    rc = mig2_profile_set_revisions(p, vm->release->rev_min,
+                                    vm->release->rev_max);
+    if (!rc) {
+        rc = mig2_profile_set_build(p, vm->build);
+    }
+    if (!rc) {
+        rc = mig2_profile_set_machine(p, vm->machine->name);
+    }
+    if (!rc) {
+        rc = mig2_profile_set_page_size(p, RAM_PAGE_SIZE);
+    }
+    if (!rc) {
+        rc = mig2_profile_add_feature(p, MIG2_FEAT_RETURN_PATH, false);
+    }
+    if (!rc) {
+        rc = mig2_profile_add_feature(p, MIG2_FEAT_ZERO_PAGE, false);
+    }
+    if (!rc) {
+        rc = mig2_profile_add_feature(p, MIG2_FEAT_DEVICE_STATE_VERSIONS,
+                                      false);
+    }
+    if (!rc && vm->ram.host) {
+        rc = mig2_profile_add_ram_block(p, vm->ram.name, vm->ram.size,
+                                        RAM_PAGE_SIZE);
+    }
+    pthread_mutex_lock(&vm->lock);
+    for (i = 0; i < vm->n_devs && !rc; i++) {
+        const DeviceState *d = vm->devs[i];
+        const SubsectionDesc *s;
+        int idx;
+
+        if (source) {
+            idx = mig2_profile_add_device(p, d->id, d->instance,
+                                          d->save_min, d->save_max);
+        } else {
+            idx = mig2_profile_add_device(p, d->id, d->instance, d->load_min,
+                                          d->load_max);
+        }
+        rc = idx < 0 ? idx : MIG2_OK;
+        for (j = 0; !rc && d->type->subs && d->type->subs[j].name; j++) {
+            s = &d->type->subs[j];
+            if (!device_sub_known(d, s)) {
+                continue;
+            }
+            rc = mig2_profile_add_subsection(p, idx, s->name,
+                                             source && device_sub_needed(d, s));
+        }
+    }
+    pthread_mutex_unlock(&vm->lock);
+    if (source) {
+        pthread_mutex_lock(&m->lock);
+        for (i = 0; i < mig2_config_registry_count() && !rc; i++) {
+            rc = mig2_profile_propose(p, mig2_config_registry_get(i)->name,
+                                      &m->cfg[i], 0);
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
+    if (rc) {
+        *errp = mig_strf("cannot describe this VM to the handshake: %s",
+                         mig2_strerror(rc));
+        mig2_profile_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* ---------------------------------------------------------------- */
+/* Handshake over a channel                                          */
+/* ---------------------------------------------------------------- */
+
+static json_object *hex_json(const uint8_t *p, size_t n)
+{
+    char buf[2 * 64 + 1];
+    size_t i;
+
+    if (!p) {
+        return NULL;
+    }
+    for (i = 0; i < n && i < 64; i++) {
+        snprintf(buf + 2 * i, 3, "%02x", p[i]);
+    }
+    return json_object_new_string(buf);
+}
+
+static json_object *features_json(const Mig2Engine *e, Mig2FeatureSet set)
+{
+    json_object *arr = json_object_new_array();
+    const uint16_t *ids;
+    size_t n = mig2_result_features(e, set, &ids), i;
+
+    for (i = 0; i < n; i++) {
+        const char *name = mig2_feature_name(ids[i]);
+        char num[16];
+
+        snprintf(num, sizeof(num), "0x%04x", ids[i]);
+        json_object_array_add(arr, json_object_new_string(name ? name : num));
+    }
+    return arr;
+}
+
+static json_object *value_json(const Mig2ConfigValue *v)
+{
+    switch (v->type) {
+    case MIG2_CFG_BOOL:
+        return json_object_new_boolean(v->b);
+    case MIG2_CFG_U64:
+        return json_object_new_int64((int64_t)v->u);
+    default:
+        return json_object_new_string(v->s ? v->s : "");
+    }
+}
+
+/* Everything x-query-handshake reports, taken from the engine. */
+static json_object *handshake_json(const Mig2Engine *e, const char *local)
+{
+    json_object *o = json_object_new_object();
+    json_object *arr, *feat;
+    const Mig2Error *err = mig2_engine_error(e);
+    uint16_t pmin, pmax;
+    size_t i;
+
+    json_object_object_add(o, "role", json_object_new_string(
+        mig2_engine_role(e) == MIG2_ROLE_SOURCE ? "source" : "destination"));
+    json_object_object_add(o, "local-build", json_object_new_string(local));
+    json_object_object_add(o, "state", json_object_new_string(
+        mig2_engine_state(e) == MIG2_STATE_COMPLETE ? "complete"
+        : mig2_engine_state(e) == MIG2_STATE_FAILED ? "failed"
+                                                     : "running"));
+    if (mig2_result_ready(e)) {
+        mig2_result_peer_revisions(e, &pmin, &pmax);
+        json_object_object_add(o, "revision",
+                               json_object_new_int(mig2_result_revision(e)));
+        {
+            char r[32];
+
+            snprintf(r, sizeof(r), "%u..%u", pmin, pmax);
+            json_object_object_add(o, "peer-revisions",
+                                   json_object_new_string(r));
+        }
+        json_object_object_add(o, "peer-build", json_object_new_string(
+            mig2_result_peer_build(e)));
+        json_object_object_add(o, "round-trips", json_object_new_int(
+            (int)mig2_result_round_trips(e)));
+        feat = json_object_new_object();
+        json_object_object_add(feat, "common",
+                               features_json(e, MIG2_FEATURES_COMMON));
+        json_object_object_add(feat, "peer-lacks",
+                               features_json(e, MIG2_FEATURES_PEER_LACKS));
+        json_object_object_add(feat, "local-lacks",
+                               features_json(e, MIG2_FEATURES_LOCAL_LACKS));
+        json_object_object_add(o, "features", feat);
+        arr = json_object_new_array();
+        for (i = 0; i < mig2_result_config_count(e); i++) {
+            const Mig2ConfigResult *r = mig2_result_config(e, i);
+            json_object *c = json_object_new_object();
+
+            json_object_object_add(c, "name", json_object_new_string(r->name));
+            json_object_object_add(c, "proposed", value_json(&r->proposed));
+            json_object_object_add(c, "final", value_json(&r->final));
+            json_object_object_add(c, "status", json_object_new_string(
+                mig2_config_status_name(r->status)));
+            json_object_array_add(arr, c);
+        }
+        json_object_object_add(o, "configuration", arr);
+        arr = json_object_new_array();
+        for (i = 0; i < mig2_result_device_count(e); i++) {
+            const Mig2DeviceResult *d = mig2_result_device(e, i);
+            json_object *c = json_object_new_object();
+
+            json_object_object_add(c, "id", json_object_new_string(d->id));
+            json_object_object_add(c, "instance",
+                                   json_object_new_int64(d->instance));
+            json_object_object_add(c, "version",
+                                   json_object_new_int64(d->version));
+            json_object_array_add(arr, c);
+        }
+        json_object_object_add(o, "device-versions", arr);
+        arr = json_object_new_array();
+        for (i = 0; i < mig2_result_omitted_count(e); i++) {
+            const Mig2OmittedSubsection *s = mig2_result_omitted(e, i);
+            json_object *c = json_object_new_object();
+
+            json_object_object_add(c, "device",
+                                   json_object_new_string(s->device));
+            json_object_object_add(c, "instance",
+                                   json_object_new_int64(s->instance));
+            json_object_object_add(c, "subsection",
+                                   json_object_new_string(s->subsection));
+            json_object_array_add(arr, c);
+        }
+        json_object_object_add(o, "omitted-subsections", arr);
+    }
+    if (mig2_result_transcript_hash(e)) {
+        json_object_object_add(o, "transcript-hash",
+                               hex_json(mig2_result_transcript_hash(e), 32));
+    }
+    if (mig2_result_session_id(e)) {
+        json_object_object_add(o, "session-id",
+                               hex_json(mig2_result_session_id(e), 16));
+    }
+    if (err) {
+        char *text = mig2_error_format(err);
+
+        arr = json_object_new_array();
+        for (i = 0; i < err->n_problems; i++) {
+            const Mig2Problem *pr = &err->problems[i];
+            json_object *c = json_object_new_object();
+
+            json_object_object_add(c, "kind", json_object_new_string(
+                mig2_problem_kind_name(pr->kind)));
+            json_object_object_add(c, "path", json_object_new_string(pr->path));
+            json_object_object_add(c, "expected",
+                                   json_object_new_string(pr->expected));
+            json_object_object_add(c, "actual",
+                                   json_object_new_string(pr->actual));
+            json_object_array_add(arr, c);
+        }
+        json_object_object_add(o, "problems", arr);
+        json_object_object_add(o, "error-origin", json_object_new_string(
+            err->from_peer ? "peer" : "local"));
+        json_object_object_add(o, "error", json_object_new_string(
+            text ? text : ""));
+        free(text);
+    }
+    return o;
+}
+
+static void publish_handshake(Migration *m, const Mig2Engine *e)
+{
+    json_object *o = handshake_json(e, m->vm->build);
+
+    pthread_mutex_lock(&m->lock);
+    json_object_put(m->hs_info);
+    m->hs_info = o;
+    pthread_mutex_unlock(&m->lock);
+}
+
+static bool flush_engine(Chan *c, Mig2Engine *e, char **errp)
+{
+    const uint8_t *out;
+    size_t len;
+
+    while ((out = mig2_engine_output(e, &len)) != NULL) {
+        if (!chan_write(c, out, len, errp)) {
+            return false;
+        }
+        mig2_engine_output_consumed(e, len);
+    }
+    return true;
+}
+
+/*
+ * Run the handshake on @c.  On success the engine is COMPLETE and any
+ * bytes after it stay in @c's buffer for the data phase.  On failure
+ * *errp says why, for query-migrate's error-desc.
+ */
+bool mig_run_handshake(Migration *m, Chan *c, Mig2Engine *e, char **errp)
+{
+    bool got_any = false;
+
+    for (;;) {
+        const uint8_t *p;
+        size_t avail;
+        ssize_t used;
+        Mig2Event ev;
+        char *werr = NULL;
+
+        if (!flush_engine(c, e, &werr)) {
+            if (mig2_engine_state(e) == MIG2_STATE_FAILED) {
+                /* Our ERROR could not be delivered; our reason stands. */
+                free(werr);
+                werr = NULL;
+            } else {
+                *errp = mig_strf("handshake failed: %s", werr);
+                free(werr);
+                publish_handshake(m, e);
+                return false;
+            }
+        }
+        if (mig2_engine_state(e) != MIG2_STATE_RUNNING) {
+            break;
+        }
+        p = chan_peek(c, 1, &avail, &werr);
+        if (!p || avail == 0) {
+            publish_handshake(m, e);
+            if (!p) {
+                *errp = mig_strf("handshake failed: %s", werr);
+            } else if (mig2_engine_role(e) == MIG2_ROLE_SOURCE && !got_any) {
+                *errp = strdup("the destination closed the connection "
+                               "during the handshake without answering: it "
+                               "likely predates migration protocol v2 "
+                               "(QEVM version 4) or refused the connection");
+            } else {
+                *errp = strdup("the peer closed the connection during the "
+                               "handshake");
+            }
+            free(werr);
+            return false;
+        }
+        got_any = true;
+        used = mig2_engine_recv(e, p, avail);
+        if (used > 0) {
+            chan_consume(c, (size_t)used);
+        }
+        while (mig2_engine_next_event(e, &ev)) {
+            if (ev.type == MIG2_EV_NEGOTIATED || ev.type == MIG2_EV_COMPLETE) {
+                publish_handshake(m, e);
+            }
+        }
+    }
+    publish_handshake(m, e);
+    if (mig2_engine_state(e) == MIG2_STATE_FAILED) {
+        const Mig2Error *err = mig2_engine_error(e);
+        char *text = mig2_error_format(err);
+
+        *errp = mig_strf("%s", text ? text : "handshake failed");
+        free(text);
+        return false;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- */
+/* Data phase: frames                                                */
+/* ---------------------------------------------------------------- */
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    put_be32(p, (uint32_t)(v >> 32));
+    put_be32(p + 4, (uint32_t)v);
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+static void frame_header(uint8_t h[8], uint16_t type, uint32_t len)
+{
+    h[0] = (uint8_t)(type >> 8);
+    h[1] = (uint8_t)type;
+    h[2] = 0;
+    h[3] = MIG2_FRAME_FLAG_CRITICAL;
+    put_be32(h + 4, len);
+}
+
+static bool send_frame(Chan *c, uint16_t type, const void *p, size_t len,
+                       char **errp)
+{
+    uint8_t h[8];
+    struct iovec iov[2] = {
+        { .iov_base = h, .iov_len = 8 },
+        { .iov_base = (void *)p, .iov_len = len },
+    };
+
+    frame_header(h, type, (uint32_t)len);
+    return chan_writev(c, iov, 2, errp);
+}
+
+/* Send an ERROR frame built from a code and message (best effort). */
+void mig_send_error(Chan *c, uint32_t code, const char *msg)
+{
+    Mig2Error err = { .code = code, .message = (char *)msg };
+    Mig2Writer w;
+    char *ignored = NULL;
+
+    mig2_wr_init(&w, 16384);
+    mig2_error_encode(&w, &err);
+    if (!mig2_wr_error(&w)) {
+        chan_write(c, w.buf, w.len, &ignored);
+    }
+    free(ignored);
+    mig2_wr_free(&w);
+}
+
+/* Turn a received ERROR payload into a readable string. */
+char *mig_peer_error_text(const uint8_t *p, size_t len)
+{
+    Mig2Error err = { 0 };
+    char *text = NULL, *detail;
+
+    if (mig2_error_decode(p, len, &err) != MIG2_OK) {
+        text = mig_strf("peer reported %s error (malformed ERROR frame)",
+                        mig2_wire_error_name(err.code));
+    } else {
+        detail = mig2_error_format(&err);
+        text = mig_strf("destination reported %s", detail ? detail : "");
+        free(detail);
+    }
+    mig2_error_clear(&err);
+    return text;
+}
+
+/* ---------------------------------------------------------------- */
+/* Source: RAM rounds                                                */
+/* ---------------------------------------------------------------- */
+
+typedef struct RamSender {
+    Migration *m;
+    Chan *c;
+    bool zero_flag;             /* feature zero-page in use */
+    uint64_t entries[RAM_BATCH];
+    struct iovec iov[RAM_BATCH + 2];
+    uint8_t head[8 + 8];
+    uint32_t n;
+    int n_iov;
+    uint64_t pages;             /* pages in this round */
+} RamSender;
+
+static bool ram_flush(RamSender *rs, char **errp)
+{
+    Vm *vm = rs->m->vm;
+    uint32_t n = rs->n, i;
+    size_t len;
+    bool ok;
+
+    if (n == 0) {
+        return true;
+    }
+    len = 8 + 8 * (size_t)n;
+    for (i = 2; i < (uint32_t)rs->n_iov; i++) {
+        len += rs->iov[i].iov_len;
+    }
+    frame_header(rs->head, MIG2_FRAME_RAM, (uint32_t)len);
+    put_be32(rs->head + 8, 0);      /* block 0: the only one we have */
+    put_be32(rs->head + 12, n);
+    for (i = 0; i < n; i++) {
+        put_be64((uint8_t *)&rs->entries[i], rs->entries[i]);
+    }
+    rs->iov[0].iov_base = rs->head;
+    rs->iov[0].iov_len = sizeof(rs->head);
+    rs->iov[1].iov_base = rs->entries;
+    rs->iov[1].iov_len = 8 * (size_t)n;
+    /* Page data goes straight from guest RAM: no copy. */
+    ok = chan_writev(rs->c, rs->iov, rs->n_iov, errp);
+    rs->n = 0;
+    rs->n_iov = 2;
+    (void)vm;
+    return ok;
+}
+
+static bool ram_queue_page(RamSender *rs, uint64_t page, char **errp)
+{
+    Migration *m = rs->m;
+    const uint8_t *host = m->vm->ram.host + page * RAM_PAGE_SIZE;
+    bool zero = rs->zero_flag && ram_is_zero(host, RAM_PAGE_SIZE);
+
+    rs->entries[rs->n++] = page * RAM_PAGE_SIZE | (zero ? MIG2_RAM_ZERO : 0);
+    if (!zero) {
+        rs->iov[rs->n_iov].iov_base = (void *)host;
+        rs->iov[rs->n_iov].iov_len = RAM_PAGE_SIZE;
+        rs->n_iov++;
+    }
+    pthread_mutex_lock(&m->lock);
+    if (zero) {
+        m->stats.duplicate++;
+        m->stats.transferred += 8;
+    } else {
+        m->stats.normal++;
+        m->stats.transferred += 8 + RAM_PAGE_SIZE;
+    }
+    if (m->stats.remaining >= RAM_PAGE_SIZE) {
+        m->stats.remaining -= RAM_PAGE_SIZE;
+    }
+    pthread_mutex_unlock(&m->lock);
+    rs->pages++;
+    return rs->n == RAM_BATCH ? ram_flush(rs, errp) : true;
+}
+
+/*
+ * A frame the destination sent while we stream: in the data phase only
+ * ERROR is legal before END (SYNC_ACK with return-path is informative).
+ */
+static bool check_peer(Migration *m, Chan *c, char **errp)
+{
+    while (chan_readable(c)) {
+        uint8_t h[8];
+        Mig2FrameHeader fh;
+        uint8_t *p;
+
+        if (!chan_read(c, h, 8, errp)) {
+            char *e = *errp;
+
+            *errp = mig_strf("destination connection lost: %s", e);
+            free(e);
+            return false;
+        }
+        if (mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
+            *errp = strdup("destination sent an oversized frame");
+            return false;
+        }
+        p = malloc(fh.length ? fh.length : 1);
+        if (!p || !chan_read(c, p, fh.length, errp)) {
+            free(p);
+            if (!*errp) {
+                *errp = strdup("out of memory");
+            }
+            return false;
+        }
+        if (fh.type == MIG2_FRAME_ERROR) {
+            *errp = mig_peer_error_text(p, fh.length);
+            free(p);
+            return false;
+        }
+        free(p);
+        if (fh.type != MIG2_FRAME_SYNC_ACK &&
+            (fh.flags & MIG2_FRAME_FLAG_CRITICAL)) {
+            *errp = mig_strf("destination sent unexpected frame 0x%04x",
+                             fh.type);
+            return false;
+        }
+        (void)m;
+    }
+    return true;
+}
+
+/* Wait for up to @ms for the bandwidth limit; false when cancelled. */
+static void throttle(Migration *m, int64_t round_start, uint64_t bytes)
+{
+    uint64_t bw = mig_cfg_u64(m, "max-bandwidth");
+    int64_t due, now;
+
+    if (bw == 0) {
+        return;
+    }
+    due = round_start + (int64_t)(bytes * 1000 / bw);
+    now = mig_now_ms();
+    if (due > now && !mig_cancelled(m)) {
+        usleep((useconds_t)((due - now) * 1000));
+    }
+}
+
+/* Send every page whose bit is set in @bitmap. */
+bool mig_send_dirty(Migration *m, Chan *c, const uint64_t *bitmap,
+                    bool zero_flag, uint64_t *pages, char **errp)
+{
+    RamSender rs = { .m = m, .c = c, .zero_flag = zero_flag, .n_iov = 2 };
+    Vm *vm = m->vm;
+    int64_t start = mig_now_ms();
+    uint64_t base = c->bytes_out;
+    size_t w;
+
+    for (w = 0; w < vm->ram.dirty_words; w++) {
+        uint64_t bits = bitmap[w];
+
+        while (bits) {
+            uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+            bits &= bits - 1;
+            if (!ram_queue_page(&rs, page, errp)) {
+                return false;
+            }
+            if (rs.n == 0) {
+                /* A frame just went out: look at the return path, obey
+                 * the bandwidth limit, notice a cancel. */
+                if (mig_cancelled(m)) {
+                    *errp = strdup("migration cancelled");
+                    return false;
+                }
+                if (!check_peer(m, c, errp)) {
+                    return false;
+                }
+                throttle(m, start, c->bytes_out - base);
+            }
+        }
+    }
+    if (!ram_flush(&rs, errp)) {
+        return false;
+    }
+    *pages = rs.pages;
+    return true;
+}
+
+/* ---------------------------------------------------------------- */
+/* Source: v2                                                        */
+/* ---------------------------------------------------------------- */
+
+static bool send_sync(Chan *c, uint32_t round, uint64_t pages, char **errp)
+{
+    uint8_t b[12];
+
+    put_be32(b, round);
+    put_be64(b + 4, pages);
+    return send_frame(c, MIG2_FRAME_SYNC, b, sizeof(b), errp);
+}
+
+/* Save every device at its negotiated version into DEVICE frames. */
+static bool send_devices(Migration *m, Chan *c, const Mig2Engine *e,
+                         uint32_t *count, char **errp)
+{
+    Vm *vm = m->vm;
+    size_t i, j;
+    bool ok = true;
+
+    *count = 0;
+    for (i = 0; i < mig2_result_device_count(e) && ok; i++) {
+        const Mig2DeviceResult *r = mig2_result_device(e, i);
+        DeviceState *d = vm_find_device(vm, r->id, r->instance);
+        const char *omit[65];
+        size_t n_omit = 0;
+        Mig2Writer w;
+
+        if (!d) {
+            *errp = mig_strf("device %s@%u vanished", r->id, r->instance);
+            return false;
+        }
+        for (j = 0; j < mig2_result_omitted_count(e) && n_omit < 64; j++) {
+            const Mig2OmittedSubsection *o = mig2_result_omitted(e, j);
+
+            if (strcmp(o->device, r->id) == 0 && o->instance == r->instance) {
+                omit[n_omit++] = o->subsection;
+            }
+        }
+        omit[n_omit] = NULL;
+        mig2_wr_init(&w, MAX_STATE_FRAME);
+        mig2_wr_str8(&w, r->id);
+        mig2_wr_u32(&w, r->instance);
+        mig2_wr_u32(&w, r->version);
+        pthread_mutex_lock(&vm->lock);
+        device_save(d, r->version, omit, &w);
+        pthread_mutex_unlock(&vm->lock);
+        if (mig2_wr_error(&w)) {
+            *errp = mig_strf("cannot save device %s: %s", r->id,
+                             mig2_strerror(mig2_wr_error(&w)));
+            ok = false;
+        } else {
+            ok = send_frame(c, MIG2_FRAME_DEVICE, w.buf, w.len, errp);
+            pthread_mutex_lock(&m->lock);
+            m->stats.transferred += w.len + 8;
+            pthread_mutex_unlock(&m->lock);
+        }
+        mig2_wr_free(&w);
+        (*count)++;
+    }
+    return ok;
+}
+
+/* Wait for DONE (or ERROR) after END, within the stall deadline. */
+static bool wait_done(Chan *c, char **errp)
+{
+    for (;;) {
+        uint8_t h[8];
+        Mig2FrameHeader fh;
+        uint8_t *p;
+
+        if (!chan_read(c, h, 8, errp)) {
+            char *e = *errp;
+
+            *errp = mig_strf("no confirmation from the destination: %s", e);
+            free(e);
+            return false;
+        }
+        if (mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
+            *errp = strdup("destination sent an oversized frame");
+            return false;
+        }
+        p = malloc(fh.length ? fh.length : 1);
+        if (!p || !chan_read(c, p, fh.length, errp)) {
+            free(p);
+            return false;
+        }
+        if (fh.type == MIG2_FRAME_DONE) {
+            free(p);
+            return true;
+        }
+        if (fh.type == MIG2_FRAME_ERROR) {
+            *errp = mig_peer_error_text(p, fh.length);
+            free(p);
+            return false;
+        }
+        free(p);
+        if (fh.type != MIG2_FRAME_SYNC_ACK &&
+            (fh.flags & MIG2_FRAME_FLAG_CRITICAL)) {
+            *errp = mig_strf("destination sent unexpected frame 0x%04x",
+                             fh.type);
+            return false;
+        }
+    }
+}
+
+/*
+ * Dirty rounds until the rest fits the downtime limit at the measured
+ * rate, or the round limit is hit.  Shared by v2 and the legacy stream
+ * through @send_round.
+ */
+bool mig_precopy(Migration *m, Chan *c, MigRoundFn send_round, void *opaque,
+                 char **errp)
+{
+    Vm *vm = m->vm;
+    uint64_t *bitmap = calloc(vm->ram.dirty_words ? vm->ram.dirty_words : 1,
+                              sizeof(*bitmap));
+    uint64_t max_rounds = mig_cfg_u64(m, "x-max-dirty-rounds");
+    uint64_t limit_ms = mig_cfg_u64(m, "downtime-limit");
+    uint32_t round;
+    bool ok = true;
+
+    if (!bitmap) {
+        *errp = strdup("out of memory");
+        return false;
+    }
+    if (!vm->ram.host) {
+        free(bitmap);
+        return true;
+    }
+    ram_mark_all_dirty(&vm->ram);
+    for (round = 0; ok; round++) {
+        int64_t t0 = mig_now_ms(), dt;
+        uint64_t b0 = c->bytes_out, pages = 0, n, left;
+        double rate;
+
+        n = ram_take_dirty(&vm->ram, bitmap);
+        pthread_mutex_lock(&m->lock);
+        m->stats.remaining = (n + ram_count_dirty(&vm->ram)) * RAM_PAGE_SIZE;
+        pthread_mutex_unlock(&m->lock);
+        ok = send_round(m, c, bitmap, round, &pages, opaque, errp);
+        if (!ok) {
+            break;
+        }
+        pthread_mutex_lock(&m->lock);
+        m->stats.dirty_sync_count++;
+        pthread_mutex_unlock(&m->lock);
+        dt = mig_now_ms() - t0;
+        rate = (double)(c->bytes_out - b0) / (double)(dt > 0 ? dt : 1);
+        left = ram_count_dirty(&vm->ram) * RAM_PAGE_SIZE;
+        pthread_mutex_lock(&m->lock);
+        m->stats.remaining = left;
+        m->stats.last_rate = rate;
+        pthread_mutex_unlock(&m->lock);
+        if ((double)left <= rate * (double)limit_ms ||
+            round + 1 >= max_rounds) {
+            break;
+        }
+        if (mig_cancelled(m)) {
+            *errp = strdup("migration cancelled");
+            ok = false;
+        }
+    }
+    free(bitmap);
+    return ok;
+}
+
+/*
+ * Read return-path frames until the SYNC_ACK for @round.  Waiting for it
+ * makes the round's measured rate end to end: socket buffers otherwise
+ * hide a destination that is still busy writing pages, and the guest
+ * would be stopped while it catches up.
+ */
+static bool wait_sync_ack(Chan *c, uint32_t round, char **errp)
+{
+    for (;;) {
+        uint8_t h[8], body[64];
+        Mig2FrameHeader fh;
+        uint8_t *p;
+
+        if (!chan_read(c, h, 8, errp)) {
+            return false;
+        }
+        if (mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
+            *errp = strdup("destination sent an oversized frame");
+            return false;
+        }
+        p = fh.length <= sizeof(body) ? body : malloc(fh.length);
+        if (!p || !chan_read(c, p, fh.length, errp)) {
+            if (p != body) {
+                free(p);
+            }
+            return false;
+        }
+        if (fh.type == MIG2_FRAME_ERROR) {
+            *errp = mig_peer_error_text(p, fh.length);
+        } else if (fh.type == MIG2_FRAME_SYNC_ACK && fh.length == 4 &&
+                   get_be32(p) == round) {
+            if (p != body) {
+                free(p);
+            }
+            return true;
+        } else if (fh.type != MIG2_FRAME_SYNC_ACK &&
+                   (fh.flags & MIG2_FRAME_FLAG_CRITICAL)) {
+            *errp = mig_strf("destination sent unexpected frame 0x%04x",
+                             fh.type);
+        }
+        if (p != body) {
+            free(p);
+        }
+        if (*errp) {
+            return false;
+        }
+    }
+}
+
+typedef struct V2Round {
+    bool zero;              /* zero-page feature in use */
+    bool acks;              /* return-path in use: wait for SYNC_ACK */
+} V2Round;
+
+static bool v2_round(Migration *m, Chan *c, const uint64_t *bitmap,
+                     uint32_t round, uint64_t *pages, void *opaque,
+                     char **errp)
+{
+    V2Round *r = opaque;
+
+    return mig_send_dirty(m, c, bitmap, r->zero, pages, errp) &&
+           send_sync(c, round, *pages, errp) &&
+           (!r->acks || wait_sync_ack(c, round, errp));
+}
+
+/* Stop the guest for switchover; remember how to restore it. */
+void mig_switchover_stop(Migration *m)
+{
+    Vm *vm = m->vm;
+    RunState prev = vm_state(vm);
+
+    m->prev_state = prev;
+    m->stopped_guest = true;
+    m->downtime_start = mig_now_ms();
+    vm_stop(vm, RUN_STATE_FINISH_MIGRATE);
+    pthread_mutex_lock(&vm->lock);
+    /* As QEMU's globalstate: the destination ends in the source's state. */
+    globalstate_set(vm->globalstate, run_state_name(prev));
+    pthread_mutex_unlock(&vm->lock);
+    mig_set_status(m, MIG_STATUS_DEVICE);
+}
+
+bool mig_v2_source(Migration *m, Chan *c, char **errp)
+{
+    Mig2Profile *p = mig_build_profile(m, true, errp);
+    Mig2Engine *e;
+    uint64_t pages = 0;
+    uint32_t ndev = 0;
+    bool zero, ok;
+    int rc;
+
+    if (!p) {
+        return false;
+    }
+    e = mig2_engine_new(MIG2_ROLE_SOURCE, p, NULL, &rc);
+    mig2_profile_free(p);
+    if (!e) {
+        *errp = mig_strf("cannot start the handshake: %s", mig2_strerror(rc));
+        return false;
+    }
+    ok = mig_run_handshake(m, c, e, errp);
+    if (!ok) {
+        mig2_engine_free(e);
+        return false;
+    }
+    pthread_mutex_lock(&m->lock);
+    m->setup_ms = mig_now_ms() - m->start_ms;
+    m->stats.total = m->vm->ram.size;
+    m->stats.transferred = c->bytes_out;
+    pthread_mutex_unlock(&m->lock);
+    mig_set_status(m, MIG_STATUS_ACTIVE);
+
+    zero = mig2_result_has_feature(e, MIG2_FEAT_ZERO_PAGE);
+    {
+        V2Round r = {
+            .zero = zero,
+            .acks = mig2_result_has_feature(e, MIG2_FEAT_RETURN_PATH),
+        };
+
+        ok = mig_precopy(m, c, v2_round, &r, errp);
+    }
+    if (ok) {
+        uint8_t end[12];
+        uint64_t *bitmap;
+
+        mig_switchover_stop(m);
+        ok = send_frame(c, MIG2_FRAME_SWITCHOVER, NULL, 0, errp);
+        bitmap = calloc(m->vm->ram.dirty_words ? m->vm->ram.dirty_words : 1,
+                        sizeof(*bitmap));
+        if (ok && bitmap && m->vm->ram.host) {
+            ram_take_dirty(&m->vm->ram, bitmap);
+            ok = mig_send_dirty(m, c, bitmap, zero, &pages, errp);
+        }
+        free(bitmap);
+        ok = ok && send_devices(m, c, e, &ndev, errp);
+        if (ok) {
+            pthread_mutex_lock(&m->lock);
+            put_be64(end, m->stats.normal + m->stats.duplicate);
+            pthread_mutex_unlock(&m->lock);
+            put_be32(end + 8, ndev);
+            ok = send_frame(c, MIG2_FRAME_END, end, sizeof(end), errp);
+        }
+        ok = ok && wait_done(c, errp);
+    }
+    if (!ok && mig2_engine_state(e) == MIG2_STATE_COMPLETE &&
+        !strstr(*errp ? *errp : "", "destination reported")) {
+        /* Tell the destination why we stop, if it still listens. */
+        mig_send_error(c, mig_cancelled(m) ? MIG2_WIRE_CANCELLED
+                                           : MIG2_WIRE_INTERNAL,
+                       *errp ? *errp : "source failed");
+    }
+    mig2_engine_free(e);
+    return ok;
+}
+
+/* ---------------------------------------------------------------- */
+/* Destination: v2                                                   */
+/* ---------------------------------------------------------------- */
+
+typedef struct LoadState {
+    const Mig2Engine *e;
+    bool *loaded;           /* per device result */
+    uint64_t pages;
+    uint32_t devices;
+    bool switched;
+} LoadState;
+
+/* Fail the load: tell the source, then report locally. */
+static bool load_error(Chan *c, uint32_t code, char **errp, char *msg)
+{
+    mig_send_error(c, code, msg ? msg : "load failed");
+    *errp = msg;
+    return false;
+}
+
+static bool load_ram(Migration *m, Chan *c, const Mig2Engine *e,
+                     uint32_t len, LoadState *ls, char **errp)
+{
+    Vm *vm = m->vm;
+    uint8_t head[8];
+    uint64_t *ent;
+    uint32_t block, n, i, data_pages = 0;
+    bool zero_ok = mig2_result_has_feature(e, MIG2_FEAT_ZERO_PAGE);
+
+    if (len < 8 || !chan_read(c, head, 8, errp)) {
+        return *errp ? false
+                     : load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                                  strdup("RAM frame shorter than its header"));
+    }
+    block = get_be32(head);
+    n = get_be32(head + 4);
+    if (block != 0 || !vm->ram.host) {
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                          mig_strf("RAM frame names block %u, which does not "
+                                   "exist", block));
+    }
+    if (n == 0 || n > (len - 8) / 8) {
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                          mig_strf("RAM frame with %u entries in %u bytes", n,
+                                   len));
+    }
+    ent = malloc(8 * (size_t)n);
+    if (!ent || !chan_read(c, ent, 8 * (size_t)n, errp)) {
+        free(ent);
+        return false;
+    }
+    for (i = 0; i < n; i++) {
+        uint64_t v = get_be64((uint8_t *)&ent[i]);
+        uint64_t off = v & ~(uint64_t)(RAM_PAGE_SIZE - 1);
+
+        if ((v & (RAM_PAGE_SIZE - 1) & ~(uint64_t)MIG2_RAM_ZERO) ||
+            off >= vm->ram.size) {
+            free(ent);
+            return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                              mig_strf("RAM entry 0x%" PRIx64 " is outside "
+                                       "block %s", v, vm->ram.name));
+        }
+        if (v & MIG2_RAM_ZERO) {
+            if (!zero_ok) {
+                free(ent);
+                return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                                  strdup("zero-page flag without the "
+                                         "zero-page feature"));
+            }
+        } else {
+            data_pages++;
+        }
+        ent[i] = v;
+    }
+    if ((uint64_t)len != 8 + 8 * (uint64_t)n +
+                          (uint64_t)data_pages * RAM_PAGE_SIZE) {
+        free(ent);
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                          mig_strf("RAM frame length %u does not match its "
+                                   "%u entries", len, n));
+    }
+    /* Every offset checked: now write straight into guest memory. */
+    for (i = 0; i < n; i++) {
+        uint64_t off = ent[i] & ~(uint64_t)MIG2_RAM_ZERO;
+
+        if (ent[i] & MIG2_RAM_ZERO) {
+            ram_zero_page(&vm->ram, off);
+        } else if (!chan_read(c, vm->ram.host + off, RAM_PAGE_SIZE, errp)) {
+            free(ent);
+            return false;
+        } else {
+            ram_note_written(&vm->ram, off);
+        }
+    }
+    free(ent);
+    ls->pages += n;
+    pthread_mutex_lock(&m->lock);
+    m->stats.transferred = c->bytes_in;
+    pthread_mutex_unlock(&m->lock);
+    return true;
+}
+
+static bool load_device(Migration *m, Chan *c, const uint8_t *p,
+                        uint32_t len, LoadState *ls, char **errp)
+{
+    Vm *vm = m->vm;
+    Mig2Reader rd;
+    const char *id;
+    size_t idlen, i;
+    uint32_t inst, ver;
+    char name[256];
+    DeviceState *d;
+    char *lerr = NULL;
+    bool ok;
+
+    mig2_rd_init(&rd, p, len);
+    if (mig2_rd_str8(&rd, &id, &idlen) || mig2_rd_u32(&rd, &inst) ||
+        mig2_rd_u32(&rd, &ver)) {
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                          strdup("DEVICE frame header is malformed"));
+    }
+    memcpy(name, id, idlen);
+    name[idlen] = '\0';
+    for (i = 0; i < mig2_result_device_count(ls->e); i++) {
+        const Mig2DeviceResult *r = mig2_result_device(ls->e, i);
+
+        if (r->instance == inst && strcmp(r->id, name) == 0) {
+            break;
+        }
+    }
+    if (i == mig2_result_device_count(ls->e)) {
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                          mig_strf("DEVICE frame for %s@%u, which is not in "
+                                   "the negotiated manifest", name, inst));
+    }
+    if (ls->loaded[i]) {
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                          mig_strf("device %s@%u sent twice", name, inst));
+    }
+    if (ver != mig2_result_device(ls->e, i)->version) {
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                          mig_strf("device %s@%u sent at version %u, "
+                                   "negotiated %u", name, inst, ver,
+                                   mig2_result_device(ls->e, i)->version));
+    }
+    d = vm_find_device(vm, name, inst);
+    if (!d) {
+        return load_error(c, MIG2_WIRE_LOAD_FAILED, errp,
+                          mig_strf("no device %s@%u here", name, inst));
+    }
+    pthread_mutex_lock(&vm->lock);
+    ok = device_load(d, ver, rd.p, mig2_rd_left(&rd), &lerr);
+    pthread_mutex_unlock(&vm->lock);
+    if (!ok) {
+        char *msg = mig_strf("error while loading state for device %s@%u "
+                             "version %u: %s", name, inst, ver,
+                             lerr ? lerr : "invalid state");
+
+        free(lerr);
+        return load_error(c, MIG2_WIRE_LOAD_FAILED, errp, msg);
+    }
+    ls->loaded[i] = true;
+    ls->devices++;
+    return true;
+}
+
+static bool skip_bytes(Chan *c, uint32_t len, char **errp)
+{
+    uint8_t buf[4096];
+
+    while (len) {
+        uint32_t k = len < sizeof(buf) ? len : (uint32_t)sizeof(buf);
+
+        if (!chan_read(c, buf, k, errp)) {
+            return false;
+        }
+        len -= k;
+    }
+    return true;
+}
+
+static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
+{
+    LoadState ls = { .e = e };
+    bool rp = mig2_result_has_feature(e, MIG2_FEAT_RETURN_PATH);
+    bool ok = true, done = false;
+
+    ls.loaded = calloc(mig2_result_device_count(e) + 1, sizeof(bool));
+    if (!ls.loaded) {
+        *errp = strdup("out of memory");
+        return false;
+    }
+    while (ok && !done) {
+        uint8_t h[8];
+        Mig2FrameHeader fh;
+        uint8_t *p = NULL;
+
+        if (!chan_read(c, h, 8, errp)) {
+            ok = false;
+            break;
+        }
+        if (mig2_frame_header_parse(h, MIG2_FRAME_MAX, &fh)) {
+            ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                            strdup("oversized frame in the data phase"));
+            break;
+        }
+        if (fh.type == MIG2_FRAME_RAM) {
+            ok = load_ram(m, c, e, fh.length, &ls, errp);
+            continue;
+        }
+        if (fh.type != MIG2_FRAME_SYNC && fh.type != MIG2_FRAME_SWITCHOVER &&
+            fh.type != MIG2_FRAME_DEVICE && fh.type != MIG2_FRAME_END &&
+            fh.type != MIG2_FRAME_ERROR) {
+            /* Unknown: skipped as it streams in, or refused (spec 4.3). */
+            if (fh.flags & MIG2_FRAME_FLAG_CRITICAL) {
+                ok = load_error(c, MIG2_WIRE_UNKNOWN_CRITICAL, errp,
+                                mig_strf("unknown critical frame 0x%04x in "
+                                         "the data phase", fh.type));
+            } else {
+                ok = skip_bytes(c, fh.length, errp);
+            }
+            continue;
+        }
+        if (fh.length > MAX_STATE_FRAME) {
+            ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                            mig_strf("frame 0x%04x of %u bytes is too large",
+                                     fh.type, fh.length));
+            break;
+        }
+        p = malloc(fh.length ? fh.length : 1);
+        if (!p || !chan_read(c, p, fh.length, errp)) {
+            free(p);
+            ok = false;
+            break;
+        }
+        switch (fh.type) {
+        case MIG2_FRAME_SYNC:
+            if (fh.length != 12) {
+                ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                                strdup("SYNC frame of the wrong length"));
+            } else if (rp) {
+                ok = send_frame(c, MIG2_FRAME_SYNC_ACK, p, 4, errp);
+            }
+            break;
+        case MIG2_FRAME_SWITCHOVER:
+            ls.switched = true;
+            mig_set_status(m, MIG_STATUS_DEVICE);
+            break;
+        case MIG2_FRAME_DEVICE:
+            ok = load_device(m, c, p, fh.length, &ls, errp);
+            break;
+        case MIG2_FRAME_END: {
+            size_t i, missing = mig2_result_device_count(e);
+
+            for (i = 0; i < mig2_result_device_count(e); i++) {
+                if (ls.loaded[i]) {
+                    missing--;
+                } else {
+                    break;
+                }
+            }
+            if (fh.length != 12) {
+                ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                                strdup("END frame of the wrong length"));
+            } else if (missing) {
+                const Mig2DeviceResult *r = mig2_result_device(e, i);
+
+                ok = load_error(c, MIG2_WIRE_LOAD_FAILED, errp,
+                                mig_strf("the stream ended without state for "
+                                         "device %s@%u (%zu missing)", r->id,
+                                         r->instance, missing));
+            } else if (get_be32(p + 8) != ls.devices ||
+                       get_be64(p) != ls.pages) {
+                ok = load_error(c, MIG2_WIRE_LOAD_FAILED, errp,
+                                mig_strf("END counts (%" PRIu64 " pages, %u "
+                                         "devices) differ from what arrived "
+                                         "(%" PRIu64 ", %u)", get_be64(p),
+                                         get_be32(p + 8), ls.pages,
+                                         ls.devices));
+            } else {
+                ok = send_frame(c, MIG2_FRAME_DONE, NULL, 0, errp);
+                done = true;
+            }
+            break;
+        }
+        case MIG2_FRAME_ERROR:
+            *errp = mig_peer_error_text(p, fh.length);
+            {
+                /* The text says "destination"; here the source spoke. */
+                char *s = strstr(*errp, "destination reported");
+
+                if (s) {
+                    memcpy(s, "source reported     ", 20);
+                }
+            }
+            ok = false;
+            break;
+        default:
+            break;
+        }
+        free(p);
+    }
+    free(ls.loaded);
+    return ok;
+}
+
+bool mig_v2_destination(Migration *m, Chan *c, char **errp)
+{
+    Mig2Profile *p = mig_build_profile(m, false, errp);
+    Mig2Engine *e;
+    bool ok;
+    int rc;
+
+    if (!p) {
+        return false;
+    }
+    e = mig2_engine_new(MIG2_ROLE_DESTINATION, p, NULL, &rc);
+    mig2_profile_free(p);
+    if (!e) {
+        *errp = mig_strf("cannot start the handshake: %s", mig2_strerror(rc));
+        return false;
+    }
+    ok = mig_run_handshake(m, c, e, errp);
+    if (ok) {
+        mig_apply_final_config(m, e);
+        mig_set_status(m, MIG_STATUS_ACTIVE);
+        ok = v2_load(m, c, e, errp);
+    }
+    mig2_engine_free(e);
+    return ok;
+}

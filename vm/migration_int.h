@@ -1,0 +1,99 @@
+/*
+ * mig2-vm - migration internals shared by migration.c, legacy.c and
+ * migthread.c
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef MIG2_VM_MIGRATION_INT_H
+#define MIG2_VM_MIGRATION_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "mig2/mig2.h"
+
+#include "migration.h"
+
+typedef struct MigStats {
+    uint64_t transferred;
+    uint64_t remaining;
+    uint64_t total;
+    uint64_t duplicate;
+    uint64_t normal;
+    uint64_t dirty_sync_count;
+    double last_rate;           /* bytes per ms of the last round */
+} MigStats;
+
+struct Migration {
+    Vm *vm;
+    pthread_mutex_t lock;       /* everything below that threads share */
+
+    Mig2ConfigValue *cfg;       /* one per registry item; strings owned */
+    Mig2Profile *policy;        /* destination policy rules only */
+
+    /* The current or last migration. */
+    bool outgoing;
+    bool thread_live;           /* started and not yet joined */
+    pthread_t thread;
+    atomic_bool running;        /* the thread has not finished */
+    atomic_bool cancel_requested;
+    int cancel_pipe[2];
+    MigAddr addr;
+    MigChannelType type;
+    bool exit_on_error;
+    int listen_fd;
+    char *bound;                /* the listening address, for query */
+
+    MigStatus status;
+    char *error_desc;
+    int64_t start_ms;
+    int64_t setup_ms;
+    int64_t total_ms;
+    int64_t downtime_ms;
+    int64_t downtime_start;
+    MigStats stats;
+    json_object *hs_info;       /* x-query-handshake */
+
+    RunState prev_state;        /* source: run state before switchover */
+    bool stopped_guest;
+};
+
+int64_t mig_now_ms(void);
+char *mig_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+uint64_t mig_cfg_u64(Migration *m, const char *name);
+bool mig_cfg_bool(Migration *m, const char *name);
+void mig_apply_final_config(Migration *m, const Mig2Engine *e);
+
+void mig_set_status(Migration *m, MigStatus s);
+MigStatus mig_status(Migration *m);
+void mig_fail(Migration *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+bool mig_cancelled(Migration *m);
+
+Mig2Profile *mig_build_profile(Migration *m, bool source, char **errp);
+bool mig_run_handshake(Migration *m, Chan *c, Mig2Engine *e, char **errp);
+void mig_send_error(Chan *c, uint32_t code, const char *msg);
+char *mig_peer_error_text(const uint8_t *p, size_t len);
+
+/* One dirty round: send the pages in @bitmap; report how many. */
+typedef bool (*MigRoundFn)(Migration *m, Chan *c, const uint64_t *bitmap,
+                           uint32_t round, uint64_t *pages, void *opaque,
+                           char **errp);
+bool mig_precopy(Migration *m, Chan *c, MigRoundFn send_round, void *opaque,
+                 char **errp);
+bool mig_send_dirty(Migration *m, Chan *c, const uint64_t *bitmap,
+                    bool zero_flag, uint64_t *pages, char **errp);
+void mig_switchover_stop(Migration *m);
+
+/* Protocol v2 (migration.c). */
+bool mig_v2_source(Migration *m, Chan *c, char **errp);
+bool mig_v2_destination(Migration *m, Chan *c, char **errp);
+
+/* Legacy v3 stream, QEMU's format (legacy.c). */
+bool mig_v3_source(Migration *m, Chan *c, char **errp);
+/* The 8-byte preamble has been consumed already. */
+bool mig_v3_destination(Migration *m, Chan *c, char **errp);
+
+#endif /* MIG2_VM_MIGRATION_INT_H */

@@ -1,0 +1,224 @@
+/*
+ * mig2-vm - guest RAM
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ram.h"
+
+bool ram_block_init(RamBlock *b, const char *name, uint64_t size,
+                    const char *file, char **errp)
+{
+    void *p;
+
+    memset(b, 0, sizeof(*b));
+    if (size == 0 || size % RAM_PAGE_SIZE) {
+        *errp = strdup("memory size must be a non-zero multiple of 4 KiB");
+        return false;
+    }
+    if (file) {
+        struct stat st;
+        int fd = open(file, O_RDONLY);
+
+        if (fd < 0) {
+            if (asprintf(errp, "cannot open memory file '%s': %s", file,
+                         strerror(errno)) < 0) {
+                *errp = NULL;
+            }
+            return false;
+        }
+        if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < size) {
+            close(fd);
+            if (asprintf(errp, "memory file '%s' is smaller than the guest "
+                         "RAM (%llu bytes)", file,
+                         (unsigned long long)size) < 0) {
+                *errp = NULL;
+            }
+            return false;
+        }
+        /* Private: guest writes never reach the file. */
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        close(fd);
+        b->file_backed = true;
+    } else {
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p != MAP_FAILED) {
+            madvise(p, size, MADV_HUGEPAGE);
+        }
+    }
+    if (p == MAP_FAILED) {
+        if (asprintf(errp, "cannot map guest RAM '%s': %s", name,
+                     strerror(errno)) < 0) {
+            *errp = NULL;
+        }
+        return false;
+    }
+    b->host = p;
+    b->size = size;
+    b->n_pages = size / RAM_PAGE_SIZE;
+    b->dirty_words = (b->n_pages + 63) / 64;
+    b->dirty = calloc(b->dirty_words, sizeof(*b->dirty));
+    b->name = strdup(name);
+    if (!b->dirty || !b->name) {
+        ram_block_destroy(b);
+        *errp = strdup("out of memory");
+        return false;
+    }
+    return true;
+}
+
+void ram_block_destroy(RamBlock *b)
+{
+    if (b->host) {
+        munmap(b->host, b->size);
+    }
+    free((void *)b->dirty);
+    free(b->name);
+    memset(b, 0, sizeof(*b));
+}
+
+static void mark_dirty(RamBlock *b, uint64_t off, uint64_t len)
+{
+    uint64_t first = off / RAM_PAGE_SIZE;
+    uint64_t last = (off + len - 1) / RAM_PAGE_SIZE;
+    uint64_t pg;
+
+    for (pg = first; pg <= last; pg++) {
+        atomic_fetch_or_explicit(&b->dirty[pg / 64], 1ULL << (pg % 64),
+                                 memory_order_relaxed);
+    }
+}
+
+void ram_write(RamBlock *b, uint64_t off, const void *src, size_t len)
+{
+    if (len == 0 || off >= b->size || len > b->size - off) {
+        return;
+    }
+    memcpy(b->host + off, src, len);
+    /*
+     * Mark after the copy and with release order: whoever takes the bit
+     * afterwards and then reads the page sees these bytes.
+     */
+    atomic_thread_fence(memory_order_release);
+    mark_dirty(b, off, len);
+}
+
+void ram_mark_all_dirty(RamBlock *b)
+{
+    size_t i;
+
+    for (i = 0; i < b->dirty_words; i++) {
+        uint64_t v = ~0ULL;
+
+        if (i == b->dirty_words - 1 && b->n_pages % 64) {
+            v = (1ULL << (b->n_pages % 64)) - 1;
+        }
+        atomic_store_explicit(&b->dirty[i], v, memory_order_relaxed);
+    }
+}
+
+uint64_t ram_take_dirty(RamBlock *b, uint64_t *out)
+{
+    uint64_t n = 0;
+    size_t i;
+
+    for (i = 0; i < b->dirty_words; i++) {
+        out[i] = atomic_exchange_explicit(&b->dirty[i], 0,
+                                          memory_order_acquire);
+        n += (uint64_t)__builtin_popcountll(out[i]);
+    }
+    return n;
+}
+
+uint64_t ram_count_dirty(const RamBlock *b)
+{
+    uint64_t n = 0;
+    size_t i;
+
+    for (i = 0; i < b->dirty_words; i++) {
+        n += (uint64_t)__builtin_popcountll(
+            atomic_load_explicit(&b->dirty[i], memory_order_relaxed));
+    }
+    return n;
+}
+
+void ram_note_written(RamBlock *b, uint64_t off)
+{
+    mark_dirty(b, off, 1);
+}
+
+void ram_zero_page(RamBlock *b, uint64_t off)
+{
+    uint64_t pg = off / RAM_PAGE_SIZE;
+    bool written = atomic_load_explicit(&b->dirty[pg / 64],
+                                        memory_order_relaxed) &
+                   (1ULL << (pg % 64));
+    uint8_t *host = b->host + pg * RAM_PAGE_SIZE;
+
+    if ((written || b->file_backed) && !ram_is_zero(host, RAM_PAGE_SIZE)) {
+        memset(host, 0, RAM_PAGE_SIZE);
+    }
+}
+
+bool ram_is_zero(const uint8_t *p, size_t len)
+{
+    /* Compare the buffer with itself shifted by one word: all-equal + first zero. */
+    return len == 0 ||
+           (p[0] == 0 && (len == 1 || memcmp(p, p + 1, len - 1) == 0));
+}
+
+bool ram_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    uint64_t mul = 1;
+
+    if (!s || !*s || *s == '-') {
+        return false;
+    }
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s) {
+        return false;
+    }
+    switch (*end) {
+    case '\0':
+        break;
+    case 'k': case 'K':
+        mul = 1ULL << 10;
+        end++;
+        break;
+    case 'm': case 'M':
+        mul = 1ULL << 20;
+        end++;
+        break;
+    case 'g': case 'G':
+        mul = 1ULL << 30;
+        end++;
+        break;
+    case 't': case 'T':
+        mul = 1ULL << 40;
+        end++;
+        break;
+    default:
+        return false;
+    }
+    if (*end == 'B' || *end == 'b') {
+        end++;
+    }
+    if (*end || v > UINT64_MAX / mul) {
+        return false;
+    }
+    *out = v * mul;
+    return true;
+}
