@@ -31,7 +31,7 @@ bench: deps
 	@bash scripts/bench.sh
 
 demo: build
-	@echo "make demo: the reference VM endpoint arrives with issue 3"
+	@bash scripts/demo.sh build
 
 clean: deps
 	rm -rf build build-asan build-release

@@ -40,6 +40,7 @@ static void usage(FILE *out)
 "  --machine NAME|help         machine type (default %s)\n"
 "  --memory SIZE               guest RAM, e.g. 256M, 1G (default 128M)\n"
 "  --memory-file PATH          back guest RAM with PATH (private mapping)\n"
+"  --mem-prealloc              fault all guest RAM in at start-up\n"
 "  --device TYPE[,id=ID][,key=value...]|help   add a device (repeatable)\n"
 "  --nodefaults                no default devices\n"
 "  --incoming URI|defer        wait for an incoming migration\n"
@@ -70,6 +71,7 @@ typedef struct Options {
     const char *machine;
     uint64_t memory;
     const char *memory_file;
+    bool mem_prealloc;
     const char **devices;
     size_t n_devices;
     const char **policies;
@@ -167,8 +169,9 @@ static bool setup_vm(Vm *vm, const Options *o, char **errp)
     }
     vm->name = strdup(o->name ? o->name : "mig2-vm");
     if (vm->machine->ram_block &&
-        !ram_block_init(&vm->ram, vm->machine->ram_block, o->memory,
-                        o->memory_file, errp)) {
+        (!ram_block_init(&vm->ram, vm->machine->ram_block, o->memory,
+                         o->memory_file, errp) ||
+         (o->mem_prealloc && !ram_prealloc(&vm->ram, errp)))) {
         return false;
     }
     /* Machine-owned devices first, then defaults, then the user's. */
@@ -227,7 +230,7 @@ static void teardown(Vm *vm)
 enum {
     OPT_NAME = 256, OPT_QMP, OPT_MACHINE, OPT_MEMORY, OPT_MEMORY_FILE,
     OPT_DEVICE, OPT_NODEFAULTS, OPT_INCOMING, OPT_WORKLOAD, OPT_RELEASE,
-    OPT_POLICY, OPT_VERSION, OPT_HELP,
+    OPT_POLICY, OPT_VERSION, OPT_HELP, OPT_PREALLOC,
 };
 
 static const struct option long_opts[] = {
@@ -236,6 +239,7 @@ static const struct option long_opts[] = {
     { "machine", required_argument, NULL, OPT_MACHINE },
     { "memory", required_argument, NULL, OPT_MEMORY },
     { "memory-file", required_argument, NULL, OPT_MEMORY_FILE },
+    { "mem-prealloc", no_argument, NULL, OPT_PREALLOC },
     { "device", required_argument, NULL, OPT_DEVICE },
     { "nodefaults", no_argument, NULL, OPT_NODEFAULTS },
     { "incoming", required_argument, NULL, OPT_INCOMING },
@@ -288,6 +292,9 @@ static bool parse_args(int argc, char **argv, Options *o, int *exit_now)
             break;
         case OPT_MEMORY_FILE:
             o->memory_file = optarg;
+            break;
+        case OPT_PREALLOC:
+            o->mem_prealloc = true;
             break;
         case OPT_DEVICE:
             if (strcmp(optarg, "help") == 0) {

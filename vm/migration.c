@@ -876,7 +876,8 @@ static void throttle(Migration *m, int64_t round_start, uint64_t bytes)
     uint64_t bw = mig_cfg_u64(m, "max-bandwidth");
     int64_t due, now;
 
-    if (bw == 0) {
+    /* Like QEMU, the final pass after switchover is never throttled. */
+    if (bw == 0 || m->stopped_guest) {
         return;
     }
     due = round_start + (int64_t)(bytes * 1000 / bw);

@@ -38,6 +38,11 @@ typedef struct RamBlock {
 bool ram_block_init(RamBlock *b, const char *name, uint64_t size,
                     const char *file, char **errp);
 void ram_block_destroy(RamBlock *b);
+/*
+ * Fault every page in now (QEMU's -mem-prealloc), so that first-touch
+ * page faults do not land in a migration's downtime.  Contents are kept.
+ */
+bool ram_prealloc(RamBlock *b, char **errp);
 
 /* A guest write: copy and mark the pages dirty. */
 void ram_write(RamBlock *b, uint64_t off, const void *src, size_t len);
