@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -443,6 +444,37 @@ bool chan_readable(Chan *c)
     struct pollfd pfd = { .fd = c->rfd, .events = POLLIN };
 
     return c->len > c->pos || poll(&pfd, 1, 0) > 0;
+}
+
+void chan_linger(Chan *c, int ms)
+{
+    int64_t deadline;
+    struct timespec ts;
+    uint8_t buf[65536];
+
+    if (c->wfd >= 0 && c->wfd == c->rfd) {
+        shutdown(c->wfd, SHUT_WR);
+    }
+    if (c->rfd < 0) {
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + ms;
+    for (;;) {
+        struct pollfd pfd = { .fd = c->rfd, .events = POLLIN };
+        int64_t now;
+        ssize_t n;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0) {
+            return;
+        }
+        n = read(c->rfd, buf, sizeof(buf));
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+            return;
+        }
+    }
 }
 
 static void set_nonblock(int fd)

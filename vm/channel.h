@@ -86,5 +86,12 @@ const uint8_t *chan_peek(Chan *c, size_t n, size_t *avail, char **errp);
 void chan_consume(Chan *c, size_t n);
 /* True when a read would not block (data, EOF or error pending). */
 bool chan_readable(Chan *c);
+/*
+ * After sending an ERROR: stop writing, then read and discard what the
+ * peer still sends until it closes or @ms pass.  Closing with unread input
+ * would make the kernel send a reset, which can destroy the ERROR before
+ * the peer reads it.
+ */
+void chan_linger(Chan *c, int ms);
 
 #endif /* MIG2_VM_CHANNEL_H */

@@ -1178,6 +1178,47 @@ void mig_switchover_stop(Migration *m)
     mig_set_status(m, MIG_STATUS_DEVICE);
 }
 
+/*
+ * Sending failed or the stream broke: the destination may have said why
+ * just before it closed.  Look for its ERROR briefly; keep our own reason
+ * when there is none.
+ */
+static void salvage_peer_error(Chan *c, char **errp)
+{
+    int i;
+
+    c->stall_ms = 500;
+    for (i = 0; i < 256; i++) {
+        uint8_t h[8];
+        Mig2FrameHeader fh;
+        uint8_t *p;
+        char *ignored = NULL;
+
+        if (!chan_read(c, h, 8, &ignored) ||
+            mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
+            free(ignored);
+            return;
+        }
+        p = malloc(fh.length ? fh.length : 1);
+        if (!p || !chan_read(c, p, fh.length, &ignored)) {
+            free(p);
+            free(ignored);
+            return;
+        }
+        if (fh.type == MIG2_FRAME_ERROR) {
+            char *text = mig_peer_error_text(p, fh.length);
+
+            if (text) {
+                free(*errp);
+                *errp = text;
+            }
+            free(p);
+            return;
+        }
+        free(p);
+    }
+}
+
 bool mig_v2_source(Migration *m, Chan *c, char **errp)
 {
     Mig2Profile *p = mig_build_profile(m, true, errp);
@@ -1239,6 +1280,10 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
             ok = send_frame(c, MIG2_FRAME_END, end, sizeof(end), errp);
         }
         ok = ok && wait_done(c, errp);
+    }
+    if (!ok && !mig_cancelled(m) &&
+        !strstr(*errp ? *errp : "", "destination reported")) {
+        salvage_peer_error(c, errp);
     }
     if (!ok && mig2_engine_state(e) == MIG2_STATE_COMPLETE &&
         !strstr(*errp ? *errp : "", "destination reported")) {

@@ -313,6 +313,10 @@ static void *incoming_thread(void *opaque)
         }
     }
     if (c.rfd >= 0 || c.wfd >= 0) {
+        if (!ok && mig_addr_bidirectional(&m->addr)) {
+            /* Let our ERROR reach the source before the socket closes. */
+            chan_linger(&c, 2000);
+        }
         chan_close(&c);
     }
     if (ok) {

@@ -1,0 +1,252 @@
+/*
+ * mig2-vm: guest RAM (dirty tracking, zero pages, sizes, file backing)
+ * and migration addresses.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "channel.h"
+#include "ram.h"
+
+static void test_parse_size(void **state)
+{
+    uint64_t v;
+
+    (void)state;
+    assert_true(ram_parse_size("4096", &v));
+    assert_int_equal(v, 4096);
+    assert_true(ram_parse_size("256M", &v));
+    assert_int_equal(v, 256ULL << 20);
+    assert_true(ram_parse_size("1G", &v));
+    assert_int_equal(v, 1ULL << 30);
+    assert_true(ram_parse_size("2k", &v));
+    assert_int_equal(v, 2048);
+    assert_true(ram_parse_size("3MB", &v));
+    assert_int_equal(v, 3ULL << 20);
+    assert_false(ram_parse_size("", &v));
+    assert_false(ram_parse_size("-1M", &v));
+    assert_false(ram_parse_size("12Q", &v));
+    assert_false(ram_parse_size("1M2", &v));
+    assert_false(ram_parse_size("99999999999999999999", &v));
+    assert_false(ram_parse_size("20000000000000T", &v));
+}
+
+static void test_dirty_tracking(void **state)
+{
+    RamBlock b;
+    char *err = NULL;
+    uint64_t *bits;
+    uint64_t val = 0x1122334455667788ULL;
+
+    (void)state;
+    assert_true(ram_block_init(&b, "pc.ram", 130 * RAM_PAGE_SIZE, NULL, &err));
+    assert_int_equal(b.n_pages, 130);
+    assert_int_equal(b.dirty_words, 3);
+    bits = calloc(b.dirty_words, sizeof(*bits));
+    assert_int_equal(ram_count_dirty(&b), 0);
+
+    /* A write straddling two pages dirties both. */
+    ram_write(&b, 2 * RAM_PAGE_SIZE - 4, &val, sizeof(val));
+    ram_write(&b, 129 * RAM_PAGE_SIZE, &val, sizeof(val));
+    assert_int_equal(ram_count_dirty(&b), 3);
+    assert_int_equal(ram_take_dirty(&b, bits), 3);
+    assert_int_equal(bits[0], (1ULL << 1) | (1ULL << 2));
+    assert_int_equal(bits[2], 1ULL << (129 - 128));
+    assert_int_equal(ram_count_dirty(&b), 0);
+    assert_memory_equal(b.host + 129 * RAM_PAGE_SIZE, &val, sizeof(val));
+
+    /* Out-of-range writes are ignored, not clipped. */
+    ram_write(&b, b.size - 4, &val, sizeof(val));
+    assert_int_equal(ram_count_dirty(&b), 0);
+
+    /* All dirty covers exactly n_pages bits. */
+    ram_mark_all_dirty(&b);
+    assert_int_equal(ram_count_dirty(&b), 130);
+    assert_int_equal(ram_take_dirty(&b, bits), 130);
+    assert_int_equal(bits[2], (1ULL << 2) - 1);
+    free(bits);
+    ram_block_destroy(&b);
+}
+
+static void test_zero_pages(void **state)
+{
+    RamBlock b;
+    char *err = NULL;
+    uint8_t page[RAM_PAGE_SIZE] = { 0 };
+
+    (void)state;
+    assert_true(ram_is_zero(page, sizeof(page)));
+    page[RAM_PAGE_SIZE - 1] = 1;
+    assert_false(ram_is_zero(page, sizeof(page)));
+    page[RAM_PAGE_SIZE - 1] = 0;
+    page[0] = 1;
+    assert_false(ram_is_zero(page, sizeof(page)));
+
+    assert_true(ram_block_init(&b, "r", 4 * RAM_PAGE_SIZE, NULL, &err));
+    /* A page written by migration and then sent as zero is cleared. */
+    memset(b.host + RAM_PAGE_SIZE, 0xab, RAM_PAGE_SIZE);
+    ram_note_written(&b, RAM_PAGE_SIZE);
+    ram_zero_page(&b, RAM_PAGE_SIZE);
+    assert_true(ram_is_zero(b.host + RAM_PAGE_SIZE, RAM_PAGE_SIZE));
+    ram_block_destroy(&b);
+}
+
+static void test_file_backed(void **state)
+{
+    char path[] = "/tmp/mig2-test-ram-XXXXXX";
+    int fd = mkstemp(path);
+    uint8_t buf[2 * RAM_PAGE_SIZE], check[2 * RAM_PAGE_SIZE];
+    RamBlock b;
+    char *err = NULL;
+    size_t i;
+
+    (void)state;
+    assert_true(fd >= 0);
+    for (i = 0; i < sizeof(buf); i++) {
+        buf[i] = (uint8_t)(i * 7 + 3);
+    }
+    assert_int_equal(write(fd, buf, sizeof(buf)), sizeof(buf));
+
+    /* Smaller than the guest: refused with the file named. */
+    assert_false(ram_block_init(&b, "pc.ram", 4 * RAM_PAGE_SIZE, path, &err));
+    assert_non_null(strstr(err, path));
+    free(err);
+    err = NULL;
+
+    assert_true(ram_block_init(&b, "pc.ram", 2 * RAM_PAGE_SIZE, path, &err));
+    assert_true(b.file_backed);
+    assert_memory_equal(b.host, buf, sizeof(buf));
+    assert_true(ram_prealloc(&b, &err));
+    assert_memory_equal(b.host, buf, sizeof(buf));
+    /* A zero page arriving for file-backed RAM must be written. */
+    ram_zero_page(&b, 0);
+    assert_true(ram_is_zero(b.host, RAM_PAGE_SIZE));
+    /* Private mapping: the file is untouched by guest writes. */
+    memset(b.host + RAM_PAGE_SIZE, 0, RAM_PAGE_SIZE);
+    ram_block_destroy(&b);
+    assert_int_equal(pread(fd, check, sizeof(check), 0), sizeof(check));
+    assert_memory_equal(check, buf, sizeof(buf));
+    close(fd);
+    unlink(path);
+
+    assert_false(ram_block_init(&b, "pc.ram", RAM_PAGE_SIZE,
+                                "/nonexistent/ram", &err));
+    assert_non_null(strstr(err, "/nonexistent/ram"));
+    free(err);
+    err = NULL;
+    assert_false(ram_block_init(&b, "pc.ram", 100, NULL, &err));
+    free(err);
+}
+
+static void test_addr_uri(void **state)
+{
+    MigAddr a;
+    char *err = NULL, *s;
+
+    (void)state;
+    assert_true(mig_addr_parse_uri("tcp:127.0.0.1:4444", &a, &err));
+    assert_int_equal(a.kind, MIG_ADDR_TCP);
+    assert_string_equal(a.host, "127.0.0.1");
+    assert_string_equal(a.port, "4444");
+    assert_true(mig_addr_bidirectional(&a));
+    s = mig_addr_to_string(&a);
+    assert_string_equal(s, "tcp:127.0.0.1:4444");
+    free(s);
+    mig_addr_clear(&a);
+
+    assert_true(mig_addr_parse_uri("tcp:[::1]:5", &a, &err));
+    assert_string_equal(a.host, "::1");
+    s = mig_addr_to_string(&a);
+    assert_string_equal(s, "tcp:[::1]:5");
+    free(s);
+    mig_addr_clear(&a);
+
+    assert_true(mig_addr_parse_uri("unix:/tmp/x.sock", &a, &err));
+    assert_int_equal(a.kind, MIG_ADDR_UNIX);
+    mig_addr_clear(&a);
+    assert_true(mig_addr_parse_uri("exec:cat > f", &a, &err));
+    assert_int_equal(a.kind, MIG_ADDR_EXEC);
+    assert_string_equal(a.cmd, "cat > f");
+    assert_false(mig_addr_bidirectional(&a));
+    mig_addr_clear(&a);
+    assert_true(mig_addr_parse_uri("file:/tmp/vm.mig", &a, &err));
+    assert_int_equal(a.kind, MIG_ADDR_FILE);
+    assert_false(mig_addr_bidirectional(&a));
+    mig_addr_clear(&a);
+
+    assert_false(mig_addr_parse_uri("tcp:nocolon", &a, &err));
+    assert_non_null(strstr(err, "Invalid migration URI"));
+    free(err);
+    err = NULL;
+    assert_false(mig_addr_parse_uri("rdma:1.2.3.4:5", &a, &err));
+    free(err);
+    err = NULL;
+    assert_false(mig_addr_parse_uri("tcp:1.2.3.4:", &a, &err));
+    free(err);
+}
+
+static void test_addr_json(void **state)
+{
+    json_object *o;
+    MigAddr a;
+    char *err = NULL;
+
+    (void)state;
+    o = json_tokener_parse("{\"transport\": \"socket\", \"type\": \"inet\", "
+                           "\"host\": \"::1\", \"port\": \"7\"}");
+    assert_true(mig_addr_from_json(o, &a, &err));
+    assert_int_equal(a.kind, MIG_ADDR_TCP);
+    assert_string_equal(a.host, "::1");
+    mig_addr_clear(&a);
+    json_object_put(o);
+
+    o = json_tokener_parse("{\"transport\": \"socket\", \"type\": \"unix\", "
+                           "\"path\": \"/tmp/s\"}");
+    assert_true(mig_addr_from_json(o, &a, &err));
+    assert_string_equal(a.path, "/tmp/s");
+    mig_addr_clear(&a);
+    json_object_put(o);
+
+    o = json_tokener_parse("{\"transport\": \"socket\", \"type\": \"inet\", "
+                           "\"host\": \"h\"}");
+    assert_false(mig_addr_from_json(o, &a, &err));
+    assert_string_equal(err, "Parameter 'addr.port' is missing");
+    free(err);
+    err = NULL;
+    json_object_put(o);
+
+    o = json_tokener_parse("{\"transport\": \"rdma\"}");
+    assert_false(mig_addr_from_json(o, &a, &err));
+    assert_non_null(strstr(err, "does not accept value 'rdma'"));
+    free(err);
+    err = NULL;
+    json_object_put(o);
+
+    assert_false(mig_addr_from_json(NULL, &a, &err));
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_dirty_tracking),
+        cmocka_unit_test(test_zero_pages),
+        cmocka_unit_test(test_file_backed),
+        cmocka_unit_test(test_addr_uri),
+        cmocka_unit_test(test_addr_json),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
