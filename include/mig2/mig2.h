@@ -7,6 +7,7 @@
  *   mig2/codec.h    bounded reader/writer, frames, TLVs
  *   mig2/profile.h  what an endpoint is and offers
  *   mig2/engine.h   the sans-I/O handshake engine and its results
+ *   mig2/channel.h  session-bound extra channels: headers, admission
  *
  * SPDX-License-Identifier: MIT
  */
@@ -23,6 +24,7 @@
 #include "mig2/codec.h"
 #include "mig2/profile.h"
 #include "mig2/engine.h"
+#include "mig2/channel.h"
 
 #ifdef __cplusplus
 extern "C" {
