@@ -1585,10 +1585,13 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
             *errp = mig_peer_error_text(p, fh.length);
             {
                 /* The text says "destination"; here the source spoke. */
-                char *s = strstr(*errp, "destination reported");
+                char *s = *errp ? strstr(*errp, "destination reported")
+                                : NULL;
 
                 if (s) {
-                    memcpy(s, "source reported     ", 20);
+                    /* "destination" (11) -> "source" (6), no padding */
+                    memcpy(s, "source", 6);
+                    memmove(s + 6, s + 11, strlen(s + 11) + 1);
                 }
             }
             ok = false;

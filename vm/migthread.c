@@ -134,7 +134,22 @@ static bool begin(Migration *m, const MigAddr *addr, MigChannelType type,
     pthread_mutex_unlock(&m->lock);
     atomic_store(&m->cancel_requested, false);
     atomic_store(&m->running, true);
+    /*
+     * As QEMU: 'setup' as soon as the command returns, so query-migrate
+     * never shows the previous run's final status (or nothing at all,
+     * without the listening address) for the new one.
+     */
+    mig_set_status(m, MIG_STATUS_SETUP);
     return true;
+}
+
+/* The thread could not start (or listen failed): end the run 'failed'. */
+static void begin_failed(Migration *m, const char *why)
+{
+    atomic_store(&m->running, false);
+    close_pipe(m);
+    mig_fail(m, "%s", why ? why : "migration failed");
+    mig_set_status(m, MIG_STATUS_FAILED);
 }
 
 static void finish(Migration *m, bool ok, char *err)
@@ -218,9 +233,8 @@ bool migration_start_outgoing(Migration *m, const MigAddr *addr,
     m->thread_live = true;
     if (pthread_create(&m->thread, NULL, outgoing_thread, m) != 0) {
         m->thread_live = false;
-        atomic_store(&m->running, false);
-        close_pipe(m);
         *errp = strdup("cannot start the migration thread");
+        begin_failed(m, *errp);
         return false;
     }
     return true;
@@ -256,7 +270,7 @@ static void *incoming_thread(void *opaque)
     const uint8_t *pre;
     size_t avail = 0;
     int stall = (int)mig_cfg_u64(m, "x-stall-timeout");
-    bool ok;
+    bool ok, v2 = false;
 
     mig_set_status(m, MIG_STATUS_SETUP);
     if (m->listen_fd >= 0) {
@@ -298,6 +312,7 @@ static void *incoming_thread(void *opaque)
                 break;
             }
             /* The engine reads the preamble itself: it is hashed. */
+            v2 = true;
             ok = mig_v2_destination(m, &c, &err);
             break;
         case MIG2_STREAM_UNKNOWN:
@@ -313,7 +328,13 @@ static void *incoming_thread(void *opaque)
         }
     }
     if (c.rfd >= 0 || c.wfd >= 0) {
-        if (!ok && mig_addr_bidirectional(&m->addr)) {
+        /*
+         * Only v2 sends an ERROR.  Refusing a preamble sends nothing
+         * (spec 7.4) and a v3 load has no return path: draining those
+         * would let a one-way source write its whole stream and count the
+         * migration complete although nothing was loaded here.
+         */
+        if (!ok && v2) {
             /* Let our ERROR reach the source before the socket closes. */
             chan_linger(&c, 2000);
         }
@@ -357,17 +378,15 @@ bool migration_start_incoming(Migration *m, const MigAddr *addr,
     if (mig_addr_bidirectional(addr)) {
         m->listen_fd = chan_listen(addr, &m->bound, errp);
         if (m->listen_fd < 0) {
-            atomic_store(&m->running, false);
-            close_pipe(m);
+            begin_failed(m, *errp);
             return false;
         }
     }
     m->thread_live = true;
     if (pthread_create(&m->thread, NULL, incoming_thread, m) != 0) {
         m->thread_live = false;
-        atomic_store(&m->running, false);
-        close_pipe(m);
         *errp = strdup("cannot start the migration thread");
+        begin_failed(m, *errp);
         return false;
     }
     return true;
