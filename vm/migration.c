@@ -24,8 +24,6 @@
 #include "migration_int.h"
 #include "qmp.h"
 
-/* Pages per RAM frame: 1 MiB of data, well under the frame limit. */
-#define RAM_BATCH 256
 /* Largest data-phase frame we accept that is not RAM (DEVICE, ...). */
 #define MAX_STATE_FRAME (4u << 20)
 
@@ -360,6 +358,9 @@ Mig2Profile *mig_build_profile(Migration *m, bool source, char **errp)
     if (!rc) {
         rc = mig2_profile_add_feature(p, MIG2_FEAT_DEVICE_STATE_VERSIONS,
                                       false);
+    }
+    if (!rc) {
+        rc = mig2_profile_add_feature(p, MIG2_FEAT_MULTICHANNEL, false);
     }
     if (!rc && vm->ram.host) {
         rc = mig2_profile_add_ram_block(p, vm->ram.name, vm->ram.size,
@@ -700,7 +701,7 @@ static void frame_header(uint8_t h[8], uint16_t type, uint32_t len)
     put_be32(h + 4, len);
 }
 
-static bool send_frame(Chan *c, uint16_t type, const void *p, size_t len,
+bool mig_send_frame(Chan *c, uint16_t type, const void *p, size_t len,
                        char **errp)
 {
     uint8_t h[8];
@@ -751,76 +752,52 @@ char *mig_peer_error_text(const uint8_t *p, size_t len)
 /* Source: RAM rounds                                                */
 /* ---------------------------------------------------------------- */
 
-typedef struct RamSender {
-    Migration *m;
-    Chan *c;
-    bool zero_flag;             /* feature zero-page in use */
-    uint64_t entries[RAM_BATCH];
-    struct iovec iov[RAM_BATCH + 2];
-    uint8_t head[8 + 8];
-    uint32_t n;
-    int n_iov;
-    uint64_t pages;             /* pages in this round */
-} RamSender;
-
-static bool ram_flush(RamSender *rs, char **errp)
+/*
+ * One RAM frame for @n pages of the (single) block: zero pages become a
+ * flag when the feature is in use; page data goes straight from guest RAM
+ * into writev, no copy.  Safe to call from several threads at once, each
+ * with its own channel.
+ */
+bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
+                    bool zero_flag, char **errp)
 {
-    Vm *vm = rs->m->vm;
-    uint32_t n = rs->n, i;
+    uint8_t head[16];
+    uint64_t entries[MIG_RAM_BATCH];
+    struct iovec iov[MIG_RAM_BATCH + 2];
+    uint32_t i, normal = 0;
+    int n_iov = 2;
     size_t len;
-    bool ok;
 
-    if (n == 0) {
-        return true;
-    }
-    len = 8 + 8 * (size_t)n;
-    for (i = 2; i < (uint32_t)rs->n_iov; i++) {
-        len += rs->iov[i].iov_len;
-    }
-    frame_header(rs->head, MIG2_FRAME_RAM, (uint32_t)len);
-    put_be32(rs->head + 8, 0);      /* block 0: the only one we have */
-    put_be32(rs->head + 12, n);
     for (i = 0; i < n; i++) {
-        put_be64((uint8_t *)&rs->entries[i], rs->entries[i]);
-    }
-    rs->iov[0].iov_base = rs->head;
-    rs->iov[0].iov_len = sizeof(rs->head);
-    rs->iov[1].iov_base = rs->entries;
-    rs->iov[1].iov_len = 8 * (size_t)n;
-    /* Page data goes straight from guest RAM: no copy. */
-    ok = chan_writev(rs->c, rs->iov, rs->n_iov, errp);
-    rs->n = 0;
-    rs->n_iov = 2;
-    (void)vm;
-    return ok;
-}
+        const uint8_t *host = m->vm->ram.host + pages[i] * RAM_PAGE_SIZE;
+        bool zero = zero_flag && ram_is_zero(host, RAM_PAGE_SIZE);
 
-static bool ram_queue_page(RamSender *rs, uint64_t page, char **errp)
-{
-    Migration *m = rs->m;
-    const uint8_t *host = m->vm->ram.host + page * RAM_PAGE_SIZE;
-    bool zero = rs->zero_flag && ram_is_zero(host, RAM_PAGE_SIZE);
-
-    rs->entries[rs->n++] = page * RAM_PAGE_SIZE | (zero ? MIG2_RAM_ZERO : 0);
-    if (!zero) {
-        rs->iov[rs->n_iov].iov_base = (void *)host;
-        rs->iov[rs->n_iov].iov_len = RAM_PAGE_SIZE;
-        rs->n_iov++;
+        put_be64((uint8_t *)&entries[i],
+                 pages[i] * RAM_PAGE_SIZE | (zero ? MIG2_RAM_ZERO : 0));
+        if (!zero) {
+            iov[n_iov].iov_base = (void *)host;
+            iov[n_iov].iov_len = RAM_PAGE_SIZE;
+            n_iov++;
+            normal++;
+        }
     }
+    len = 8 + 8 * (size_t)n + (size_t)normal * RAM_PAGE_SIZE;
+    frame_header(head, MIG2_FRAME_RAM, (uint32_t)len);
+    put_be32(head + 8, 0);      /* block 0: the only one we have */
+    put_be32(head + 12, n);
+    iov[0].iov_base = head;
+    iov[0].iov_len = sizeof(head);
+    iov[1].iov_base = entries;
+    iov[1].iov_len = 8 * (size_t)n;
     pthread_mutex_lock(&m->lock);
-    if (zero) {
-        m->stats.duplicate++;
-        m->stats.transferred += 8;
-    } else {
-        m->stats.normal++;
-        m->stats.transferred += 8 + RAM_PAGE_SIZE;
-    }
-    if (m->stats.remaining >= RAM_PAGE_SIZE) {
-        m->stats.remaining -= RAM_PAGE_SIZE;
-    }
+    m->stats.normal += normal;
+    m->stats.duplicate += n - normal;
+    m->stats.transferred += 16 + len;
+    m->stats.remaining -= m->stats.remaining >= (uint64_t)n * RAM_PAGE_SIZE
+                              ? (uint64_t)n * RAM_PAGE_SIZE
+                              : m->stats.remaining;
     pthread_mutex_unlock(&m->lock);
-    rs->pages++;
-    return rs->n == RAM_BATCH ? ram_flush(rs, errp) : true;
+    return chan_writev(c, iov, n_iov, errp);
 }
 
 /*
@@ -887,44 +864,75 @@ static void throttle(Migration *m, int64_t round_start, uint64_t bytes)
     }
 }
 
-/* Send every page whose bit is set in @bitmap. */
-bool mig_send_dirty(Migration *m, Chan *c, const uint64_t *bitmap,
+/* A batch of pages: on a multifd channel when one is up, else here. */
+static bool emit_batch(Migration *m, Chan *c, Multifd *f,
+                       const uint64_t *pages, uint32_t n, bool zero_flag,
+                       char **errp)
+{
+    if (f) {
+        int r = mfd_source_dispatch(f, pages, n, errp);
+
+        if (r <= 0) {
+            return r == 0;
+        }
+    }
+    return mig_send_pages(m, c, pages, n, zero_flag, errp);
+}
+
+static uint64_t transferred(Migration *m)
+{
+    uint64_t v;
+
+    pthread_mutex_lock(&m->lock);
+    v = m->stats.transferred;
+    pthread_mutex_unlock(&m->lock);
+    return v;
+}
+
+/*
+ * Send every page whose bit is set in @bitmap, in batches, over @f's
+ * channels when @f is not NULL.  Between batches: look at the return
+ * path, obey the bandwidth limit, notice a cancel.
+ */
+bool mig_send_dirty(Migration *m, Chan *c, Multifd *f, const uint64_t *bitmap,
                     bool zero_flag, uint64_t *pages, char **errp)
 {
-    RamSender rs = { .m = m, .c = c, .zero_flag = zero_flag, .n_iov = 2 };
     Vm *vm = m->vm;
     int64_t start = mig_now_ms();
-    uint64_t base = c->bytes_out;
+    uint64_t base = transferred(m);
+    uint64_t batch[MIG_RAM_BATCH];
+    uint32_t n = 0;
     size_t w;
 
+    *pages = 0;
     for (w = 0; w < vm->ram.dirty_words; w++) {
         uint64_t bits = bitmap[w];
 
         while (bits) {
-            uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
-
+            batch[n++] = w * 64 + (uint64_t)__builtin_ctzll(bits);
             bits &= bits - 1;
-            if (!ram_queue_page(&rs, page, errp)) {
+            if (n < MIG_RAM_BATCH) {
+                continue;
+            }
+            if (!emit_batch(m, c, f, batch, n, zero_flag, errp)) {
                 return false;
             }
-            if (rs.n == 0) {
-                /* A frame just went out: look at the return path, obey
-                 * the bandwidth limit, notice a cancel. */
-                if (mig_cancelled(m)) {
-                    *errp = strdup("migration cancelled");
-                    return false;
-                }
-                if (!check_peer(m, c, errp)) {
-                    return false;
-                }
-                throttle(m, start, c->bytes_out - base);
+            *pages += n;
+            n = 0;
+            if (mig_cancelled(m)) {
+                *errp = strdup("migration cancelled");
+                return false;
             }
+            if (!check_peer(m, c, errp)) {
+                return false;
+            }
+            throttle(m, start, transferred(m) - base);
         }
     }
-    if (!ram_flush(&rs, errp)) {
+    if (n && !emit_batch(m, c, f, batch, n, zero_flag, errp)) {
         return false;
     }
-    *pages = rs.pages;
+    *pages += n;
     return true;
 }
 
@@ -938,7 +946,7 @@ static bool send_sync(Chan *c, uint32_t round, uint64_t pages, char **errp)
 
     put_be32(b, round);
     put_be64(b + 4, pages);
-    return send_frame(c, MIG2_FRAME_SYNC, b, sizeof(b), errp);
+    return mig_send_frame(c, MIG2_FRAME_SYNC, b, sizeof(b), errp);
 }
 
 /* Save every device at its negotiated version into DEVICE frames. */
@@ -981,7 +989,7 @@ static bool send_devices(Migration *m, Chan *c, const Mig2Engine *e,
                              mig2_strerror(mig2_wr_error(&w)));
             ok = false;
         } else {
-            ok = send_frame(c, MIG2_FRAME_DEVICE, w.buf, w.len, errp);
+            ok = mig_send_frame(c, MIG2_FRAME_DEVICE, w.buf, w.len, errp);
             pthread_mutex_lock(&m->lock);
             m->stats.transferred += w.len + 8;
             pthread_mutex_unlock(&m->lock);
@@ -1148,17 +1156,34 @@ static bool wait_sync_ack(Chan *c, uint32_t round, char **errp)
 typedef struct V2Round {
     bool zero;              /* zero-page feature in use */
     bool acks;              /* return-path in use: wait for SYNC_ACK */
+    Multifd *f;             /* multifd channels, or NULL */
 } V2Round;
 
+/*
+ * One round: the pages, CHANNEL_SYNC on every channel, SYNC on the main
+ * channel (the destination's barrier), and the destination's ack.
+ */
 static bool v2_round(Migration *m, Chan *c, const uint64_t *bitmap,
                      uint32_t round, uint64_t *pages, void *opaque,
                      char **errp)
 {
     V2Round *r = opaque;
 
-    return mig_send_dirty(m, c, bitmap, r->zero, pages, errp) &&
+    return mig_send_dirty(m, c, r->f, bitmap, r->zero, pages, errp) &&
+           (!r->f || mfd_source_sync(r->f, round, errp)) &&
            send_sync(c, round, *pages, errp) &&
            (!r->acks || wait_sync_ack(c, round, errp));
+}
+
+/* How many multifd channels the session agreed on (0: none). */
+static unsigned negotiated_channels(const Mig2Engine *e)
+{
+    Mig2ChannelSet *set = mig2_channel_set_new(e, NULL);
+    unsigned n = set ? mig2_channel_set_expected(set, MIG2_CHANNEL_MULTIFD)
+                     : 0;
+
+    mig2_channel_set_free(set);
+    return n;
 }
 
 /* Stop the guest for switchover; remember how to restore it. */
@@ -1223,8 +1248,10 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
 {
     Mig2Profile *p = mig_build_profile(m, true, errp);
     Mig2Engine *e;
+    Multifd *f = NULL;
     uint64_t pages = 0;
     uint32_t ndev = 0;
+    unsigned nchan;
     bool zero, ok;
     int rc;
 
@@ -1250,10 +1277,17 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
     mig_set_status(m, MIG_STATUS_ACTIVE);
 
     zero = mig2_result_has_feature(e, MIG2_FEAT_ZERO_PAGE);
-    {
+    nchan = negotiated_channels(e);
+    if (nchan) {
+        /* The channels connect while round 0 starts on the main channel. */
+        f = mfd_source_start(m, e, nchan, zero, errp);
+        ok = f != NULL;
+    }
+    if (ok) {
         V2Round r = {
             .zero = zero,
             .acks = mig2_result_has_feature(e, MIG2_FEAT_RETURN_PATH),
+            .f = f,
         };
 
         ok = mig_precopy(m, c, v2_round, &r, errp);
@@ -1261,23 +1295,31 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
     if (ok) {
         uint8_t end[12];
         uint64_t *bitmap;
+        uint32_t round;
 
         mig_switchover_stop(m);
-        ok = send_frame(c, MIG2_FRAME_SWITCHOVER, NULL, 0, errp);
+        ok = mig_send_frame(c, MIG2_FRAME_SWITCHOVER, NULL, 0, errp);
         bitmap = calloc(m->vm->ram.dirty_words ? m->vm->ram.dirty_words : 1,
                         sizeof(*bitmap));
         if (ok && bitmap && m->vm->ram.host) {
             ram_take_dirty(&m->vm->ram, bitmap);
-            ok = mig_send_dirty(m, c, bitmap, zero, &pages, errp);
+            ok = mig_send_dirty(m, c, f, bitmap, zero, &pages, errp);
         }
         free(bitmap);
+        /* The final pass ends with a barrier too: no page after a device. */
+        pthread_mutex_lock(&m->lock);
+        round = (uint32_t)m->stats.dirty_sync_count;
+        pthread_mutex_unlock(&m->lock);
+        ok = ok && (!f || mfd_source_sync(f, round, errp)) &&
+             send_sync(c, round, pages, errp) &&
+             (!f || mfd_source_flush(f, errp));
         ok = ok && send_devices(m, c, e, &ndev, errp);
         if (ok) {
             pthread_mutex_lock(&m->lock);
             put_be64(end, m->stats.normal + m->stats.duplicate);
             pthread_mutex_unlock(&m->lock);
             put_be32(end + 8, ndev);
-            ok = send_frame(c, MIG2_FRAME_END, end, sizeof(end), errp);
+            ok = mig_send_frame(c, MIG2_FRAME_END, end, sizeof(end), errp);
         }
         ok = ok && wait_done(c, errp);
     }
@@ -1292,6 +1334,7 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
                                            : MIG2_WIRE_INTERNAL,
                        *errp ? *errp : "source failed");
     }
+    mfd_source_stop(f);
     mig2_engine_free(e);
     return ok;
 }
@@ -1316,8 +1359,8 @@ static bool load_error(Chan *c, uint32_t code, char **errp, char *msg)
     return false;
 }
 
-static bool load_ram(Migration *m, Chan *c, const Mig2Engine *e,
-                     uint32_t len, LoadState *ls, char **errp)
+bool mig_load_ram(Migration *m, Chan *c, const Mig2Engine *e, uint32_t len,
+                  uint64_t *pages, char **errp)
 {
     Vm *vm = m->vm;
     uint8_t head[8];
@@ -1391,9 +1434,9 @@ static bool load_ram(Migration *m, Chan *c, const Mig2Engine *e,
         }
     }
     free(ent);
-    ls->pages += n;
+    *pages += n;
     pthread_mutex_lock(&m->lock);
-    m->stats.transferred = c->bytes_in;
+    m->stats.transferred += len + 8;
     pthread_mutex_unlock(&m->lock);
     return true;
 }
@@ -1480,10 +1523,23 @@ static bool skip_bytes(Chan *c, uint32_t len, char **errp)
 static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
 {
     LoadState ls = { .e = e };
+    MfdDest *mfd = NULL;
+    char *werr = NULL;
     bool rp = mig2_result_has_feature(e, MIG2_FEAT_RETURN_PATH);
     bool ok = true, done = false;
 
     ls.loaded = calloc(mig2_result_device_count(e) + 1, sizeof(bool));
+    /*
+     * The listening socket stays ours for the whole migration: extra
+     * channels join through it, and anything else is refused there.
+     */
+    if (ls.loaded && m->listen_fd >= 0) {
+        mfd = mfd_dest_start(m, e, m->listen_fd, errp);
+        if (!mfd) {
+            free(ls.loaded);
+            return false;
+        }
+    }
     if (!ls.loaded) {
         *errp = strdup("out of memory");
         return false;
@@ -1503,7 +1559,7 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
             break;
         }
         if (fh.type == MIG2_FRAME_RAM) {
-            ok = load_ram(m, c, e, fh.length, &ls, errp);
+            ok = mig_load_ram(m, c, e, fh.length, &ls.pages, errp);
             continue;
         }
         if (fh.type != MIG2_FRAME_SYNC && fh.type != MIG2_FRAME_SWITCHOVER &&
@@ -1536,8 +1592,17 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
             if (fh.length != 12) {
                 ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
                                 strdup("SYNC frame of the wrong length"));
+                break;
+            }
+            /* The barrier: every channel's pages of this round are in. */
+            if (mfd && !mfd_dest_wait_sync(mfd, get_be32(p), &werr)) {
+                ok = load_error(c, strstr(werr, "did not arrive")
+                                       ? MIG2_WIRE_TIMEOUT
+                                       : MIG2_WIRE_LOAD_FAILED,
+                                errp, werr);
+                werr = NULL;
             } else if (rp) {
-                ok = send_frame(c, MIG2_FRAME_SYNC_ACK, p, 4, errp);
+                ok = mig_send_frame(c, MIG2_FRAME_SYNC_ACK, p, 4, errp);
             }
             break;
         case MIG2_FRAME_SWITCHOVER:
@@ -1568,7 +1633,8 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
                                          "device %s@%u (%zu missing)", r->id,
                                          r->instance, missing));
             } else if (get_be32(p + 8) != ls.devices ||
-                       get_be64(p) != ls.pages) {
+                       get_be64(p) != ls.pages + (mfd ? mfd_dest_pages(mfd)
+                                                       : 0)) {
                 ok = load_error(c, MIG2_WIRE_LOAD_FAILED, errp,
                                 mig_strf("END counts (%" PRIu64 " pages, %u "
                                          "devices) differ from what arrived "
@@ -1576,7 +1642,7 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
                                          get_be32(p + 8), ls.pages,
                                          ls.devices));
             } else {
-                ok = send_frame(c, MIG2_FRAME_DONE, NULL, 0, errp);
+                ok = mig_send_frame(c, MIG2_FRAME_DONE, NULL, 0, errp);
                 done = true;
             }
             break;
@@ -1602,6 +1668,7 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
         free(p);
     }
     free(ls.loaded);
+    mfd_dest_stop(mfd);
     return ok;
 }
 

@@ -77,13 +77,46 @@ bool mig_run_handshake(Migration *m, Chan *c, Mig2Engine *e, char **errp);
 void mig_send_error(Chan *c, uint32_t code, const char *msg);
 char *mig_peer_error_text(const uint8_t *p, size_t len);
 
+/* Pages per RAM frame: 1 MiB of data, well under the frame limit. */
+#define MIG_RAM_BATCH 256
+
+typedef struct Multifd Multifd;
+typedef struct MfdDest MfdDest;
+
+bool mig_send_frame(Chan *c, uint16_t type, const void *p, size_t len,
+                    char **errp);
+bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
+                    bool zero_flag, char **errp);
+/* Read the rest of a RAM frame of @len bytes into guest RAM. */
+bool mig_load_ram(Migration *m, Chan *c, const Mig2Engine *e, uint32_t len,
+                  uint64_t *pages, char **errp);
+
+/* multifd.c: source channels. */
+Multifd *mfd_source_start(Migration *m, const Mig2Engine *e, unsigned n,
+                          bool zero, char **errp);
+int mfd_source_dispatch(Multifd *f, const uint64_t *pages, uint32_t n,
+                        char **errp);
+bool mfd_source_sync(Multifd *f, uint32_t round, char **errp);
+/* Wait until every queued batch is on the wire. */
+bool mfd_source_flush(Multifd *f, char **errp);
+bool mfd_source_failed(Multifd *f, char **errp);
+void mfd_source_stop(Multifd *f);
+
+/* multifd.c: destination acceptor and receivers. */
+MfdDest *mfd_dest_start(Migration *m, const Mig2Engine *e, int listen_fd,
+                        char **errp);
+unsigned mfd_dest_channels(const MfdDest *d);
+bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp);
+uint64_t mfd_dest_pages(MfdDest *d);
+void mfd_dest_stop(MfdDest *d);
+
 /* One dirty round: send the pages in @bitmap; report how many. */
 typedef bool (*MigRoundFn)(Migration *m, Chan *c, const uint64_t *bitmap,
                            uint32_t round, uint64_t *pages, void *opaque,
                            char **errp);
 bool mig_precopy(Migration *m, Chan *c, MigRoundFn send_round, void *opaque,
                  char **errp);
-bool mig_send_dirty(Migration *m, Chan *c, const uint64_t *bitmap,
+bool mig_send_dirty(Migration *m, Chan *c, Multifd *f, const uint64_t *bitmap,
                     bool zero_flag, uint64_t *pages, char **errp);
 void mig_switchover_stop(Migration *m);
 

@@ -92,13 +92,16 @@ void migration_free(Migration *m)
     free(m);
 }
 
+/*
+ * A run is active until its status is final: the thread sets that status
+ * last, just before it exits, so a new command may then join it.
+ */
 bool migration_is_active(Migration *m)
 {
     MigStatus s = mig_status(m);
 
     return s == MIG_STATUS_SETUP || s == MIG_STATUS_ACTIVE ||
-           s == MIG_STATUS_DEVICE || s == MIG_STATUS_CANCELLING ||
-           atomic_load(&m->running);
+           s == MIG_STATUS_DEVICE || s == MIG_STATUS_CANCELLING;
 }
 
 /* Reset per-migration state before a new run. */
@@ -109,6 +112,12 @@ static bool begin(Migration *m, const MigAddr *addr, MigChannelType type,
     if (migration_is_active(m)) {
         *errp = strdup("There's a migration process in progress");
         return false;
+    }
+    if (m->thread_live) {
+        /* The last run reported its final status and is exiting. */
+        pthread_join(m->thread, NULL);
+        m->thread_live = false;
+        close_pipe(m);
     }
     if (pipe2(m->cancel_pipe, O_CLOEXEC) < 0) {
         *errp = strdup("cannot create the cancel pipe");
@@ -274,10 +283,11 @@ static void *incoming_thread(void *opaque)
 
     mig_set_status(m, MIG_STATUS_SETUP);
     if (m->listen_fd >= 0) {
+        /*
+         * The listener stays open: v2 admits extra channels through it
+         * and refuses other sources there; it closes when the run ends.
+         */
         ok = chan_accept(&c, m->listen_fd, m->cancel_pipe[0], stall, &err);
-        /* One migration per listen: later connections are refused. */
-        close(m->listen_fd);
-        m->listen_fd = -1;
     } else {
         ok = chan_open_incoming_stream(&c, &m->addr, m->cancel_pipe[0], stall,
                                        &err);
@@ -302,6 +312,11 @@ static void *incoming_thread(void *opaque)
                 break;
             }
             chan_consume(&c, MIG2_PREAMBLE_LEN);
+            /* One-way and single channel: nothing more to accept. */
+            if (m->listen_fd >= 0) {
+                close(m->listen_fd);
+                m->listen_fd = -1;
+            }
             ok = mig_v3_destination(m, &c, &err);
             break;
         case MIG2_STREAM_HANDSHAKE:
@@ -339,6 +354,10 @@ static void *incoming_thread(void *opaque)
             chan_linger(&c, 2000);
         }
         chan_close(&c);
+    }
+    if (m->listen_fd >= 0) {
+        close(m->listen_fd);
+        m->listen_fd = -1;
     }
     if (ok) {
         incoming_done(m);

@@ -1,0 +1,755 @@
+/*
+ * mig2-vm - RAM over session-bound multifd channels (spec section 12)
+ *
+ * Source: one thread per channel connects to the main channel's address,
+ * sends the channel header and, once accepted, turns queued page batches
+ * into RAM frames (zero detection runs there, in parallel).  Until a
+ * channel is up the main thread sends pages itself, so opening channels
+ * overlaps with the first round.
+ *
+ * Destination: an acceptor thread admits channels through libmig2's
+ * Mig2ChannelSet and refuses everything else with an ERROR frame; one
+ * receiver thread per channel writes pages straight into guest RAM.
+ * CHANNEL_SYNC frames make every round a barrier across channels.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mig2/mig2.h"
+
+#include "migration_int.h"
+
+#define QUEUE_DEPTH 4
+
+typedef enum JobKind { JOB_PAGES, JOB_SYNC } JobKind;
+
+typedef struct Job {
+    JobKind kind;
+    uint32_t n;                 /* pages */
+    uint32_t round;             /* sync */
+    uint64_t pages[MIG_RAM_BATCH];
+} Job;
+
+typedef struct Sender {
+    struct Multifd *f;
+    unsigned index;
+    pthread_t thread;
+    bool started;
+    Chan c;
+    Job queue[QUEUE_DEPTH];
+    unsigned head, count;
+    bool ready;                 /* accepted by the destination */
+    bool done;                  /* thread finished */
+} Sender;
+
+struct Multifd {
+    Migration *m;
+    const Mig2Engine *e;
+    unsigned n;
+    bool zero;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stopping;
+    char *err;                  /* first failure of any channel */
+    Sender *s;
+};
+
+static void sender_fail(Sender *s, char *msg)
+{
+    Multifd *f = s->f;
+
+    pthread_mutex_lock(&f->lock);
+    if (!f->err) {
+        f->err = mig_strf("multifd channel %u: %s", s->index,
+                          msg ? msg : "failed");
+    }
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    free(msg);
+}
+
+/* Connect, send the header, wait for CHANNEL_ACCEPT. */
+static bool sender_join(Sender *s, char **errp)
+{
+    Multifd *f = s->f;
+    Mig2Writer w;
+    uint8_t h[8];
+    Mig2FrameHeader fh;
+    int rc;
+
+    if (!chan_open_outgoing(&s->c, &f->m->addr, f->m->cancel_pipe[0],
+                            (int)mig_cfg_u64(f->m, "x-stall-timeout"),
+                            errp)) {
+        return false;
+    }
+    mig2_wr_init(&w, MIG2_CHANNEL_MAX_LEN);
+    rc = mig2_channel_header_write(f->e, MIG2_CHANNEL_MULTIFD,
+                                   (uint16_t)s->index, (uint16_t)f->n, &w);
+    if (rc || !chan_write(&s->c, w.buf, w.len, errp)) {
+        if (rc) {
+            *errp = mig_strf("cannot build the channel header: %s",
+                             mig2_strerror(rc));
+        }
+        mig2_wr_free(&w);
+        return false;
+    }
+    mig2_wr_free(&w);
+    if (!chan_read(&s->c, h, 8, errp)) {
+        return false;
+    }
+    mig2_frame_header_parse(h, UINT32_MAX, &fh);
+    if (fh.type == MIG2_FRAME_CHANNEL_ACCEPT && fh.length == 0) {
+        return true;
+    }
+    if (fh.type == MIG2_FRAME_ERROR && fh.length <= 65536) {
+        uint8_t *p = malloc(fh.length ? fh.length : 1);
+
+        if (p && chan_read(&s->c, p, fh.length, errp)) {
+            *errp = mig_peer_error_text(p, fh.length);
+        }
+        free(p);
+        return false;
+    }
+    *errp = mig_strf("unexpected answer 0x%04x to the channel header",
+                     fh.type);
+    return false;
+}
+
+static void *sender_main(void *opaque)
+{
+    Sender *s = opaque;
+    Multifd *f = s->f;
+    char *err = NULL;
+
+    if (!sender_join(s, &err)) {
+        sender_fail(s, err);
+        goto out;
+    }
+    pthread_mutex_lock(&f->lock);
+    s->ready = true;
+    pthread_cond_broadcast(&f->cond);
+    for (;;) {
+        Job *j;
+        bool ok;
+
+        while (!s->count && !f->stopping && !f->err) {
+            pthread_cond_wait(&f->cond, &f->lock);
+        }
+        if (!s->count || f->err) {
+            break;
+        }
+        j = &s->queue[s->head];
+        pthread_mutex_unlock(&f->lock);
+        if (j->kind == JOB_PAGES) {
+            ok = mig_send_pages(f->m, &s->c, j->pages, j->n, f->zero, &err);
+        } else {
+            uint8_t b[4] = {
+                (uint8_t)(j->round >> 24), (uint8_t)(j->round >> 16),
+                (uint8_t)(j->round >> 8), (uint8_t)j->round,
+            };
+
+            ok = mig_send_frame(&s->c, MIG2_FRAME_CHANNEL_SYNC, b, 4, &err);
+        }
+        pthread_mutex_lock(&f->lock);
+        s->head = (s->head + 1) % QUEUE_DEPTH;
+        s->count--;
+        pthread_cond_broadcast(&f->cond);
+        if (!ok) {
+            pthread_mutex_unlock(&f->lock);
+            sender_fail(s, err);
+            err = NULL;
+            pthread_mutex_lock(&f->lock);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+out:
+    pthread_mutex_lock(&f->lock);
+    s->done = true;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+Multifd *mfd_source_start(Migration *m, const Mig2Engine *e, unsigned n,
+                          bool zero, char **errp)
+{
+    Multifd *f = calloc(1, sizeof(*f));
+    unsigned i;
+
+    if (!f || !(f->s = calloc(n, sizeof(*f->s)))) {
+        free(f);
+        *errp = strdup("out of memory");
+        return NULL;
+    }
+    f->m = m;
+    f->e = e;
+    f->n = n;
+    f->zero = zero;
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    for (i = 0; i < n; i++) {
+        f->s[i].f = f;
+        f->s[i].index = i;
+        chan_init(&f->s[i].c, -1, -1, -1, 0);
+        if (pthread_create(&f->s[i].thread, NULL, sender_main, &f->s[i])) {
+            *errp = strdup("cannot start a multifd thread");
+            mfd_source_stop(f);
+            return NULL;
+        }
+        f->s[i].started = true;
+    }
+    return f;
+}
+
+bool mfd_source_failed(Multifd *f, char **errp)
+{
+    bool failed;
+
+    pthread_mutex_lock(&f->lock);
+    failed = f->err != NULL;
+    if (failed && errp && !*errp) {
+        *errp = strdup(f->err);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return failed;
+}
+
+/*
+ * Hand a batch to the ready channel with the shortest queue; wait when
+ * all are full.  Returns 0 queued, 1 no channel is ready yet (the caller
+ * sends the batch itself), -1 failed.
+ */
+int mfd_source_dispatch(Multifd *f, const uint64_t *pages, uint32_t n,
+                        char **errp)
+{
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        Sender *best = NULL;
+        unsigned i, ready = 0;
+
+        if (f->err) {
+            *errp = strdup(f->err);
+            pthread_mutex_unlock(&f->lock);
+            return -1;
+        }
+        if (mig_cancelled(f->m)) {
+            *errp = strdup("migration cancelled");
+            pthread_mutex_unlock(&f->lock);
+            return -1;
+        }
+        for (i = 0; i < f->n; i++) {
+            Sender *s = &f->s[i];
+
+            if (!s->ready || s->done) {
+                continue;
+            }
+            ready++;
+            if (s->count < QUEUE_DEPTH && (!best || s->count < best->count)) {
+                best = s;
+            }
+        }
+        if (!ready) {
+            pthread_mutex_unlock(&f->lock);
+            return 1;
+        }
+        if (best) {
+            Job *j = &best->queue[(best->head + best->count) % QUEUE_DEPTH];
+
+            j->kind = JOB_PAGES;
+            j->n = n;
+            memcpy(j->pages, pages, n * sizeof(*pages));
+            best->count++;
+            pthread_cond_broadcast(&f->cond);
+            pthread_mutex_unlock(&f->lock);
+            return 0;
+        }
+        {
+            struct timespec ts;
+
+            /* Bounded waits so a cancel is noticed. */
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+        }
+    }
+}
+
+/* Queue CHANNEL_SYNC(@round) on every channel, joined or not yet. */
+bool mfd_source_sync(Multifd *f, uint32_t round, char **errp)
+{
+    unsigned i;
+
+    pthread_mutex_lock(&f->lock);
+    for (i = 0; i < f->n; i++) {
+        Sender *s = &f->s[i];
+
+        while (s->count == QUEUE_DEPTH && !f->err && !s->done &&
+               !mig_cancelled(f->m)) {
+            struct timespec ts;
+
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+        }
+        if (f->err || s->done || mig_cancelled(f->m)) {
+            *errp = strdup(f->err ? f->err
+                           : mig_cancelled(f->m) ? "migration cancelled"
+                                                 : "a multifd channel ended");
+            pthread_mutex_unlock(&f->lock);
+            return false;
+        }
+        s->queue[(s->head + s->count) % QUEUE_DEPTH].kind = JOB_SYNC;
+        s->queue[(s->head + s->count) % QUEUE_DEPTH].round = round;
+        s->count++;
+    }
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    return true;
+}
+
+bool mfd_source_flush(Multifd *f, char **errp)
+{
+    unsigned i;
+
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        bool busy = false;
+
+        for (i = 0; i < f->n; i++) {
+            busy |= f->s[i].count > 0 && !f->s[i].done;
+        }
+        if (f->err || !busy) {
+            break;
+        }
+        pthread_cond_wait(&f->cond, &f->lock);
+    }
+    if (f->err) {
+        *errp = strdup(f->err);
+        pthread_mutex_unlock(&f->lock);
+        return false;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return true;
+}
+
+void mfd_source_stop(Multifd *f)
+{
+    unsigned i;
+
+    if (!f) {
+        return;
+    }
+    pthread_mutex_lock(&f->lock);
+    f->stopping = true;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    for (i = 0; i < f->n; i++) {
+        if (f->s[i].started) {
+            pthread_join(f->s[i].thread, NULL);
+        }
+        if (f->s[i].c.rfd >= 0 || f->s[i].c.wfd >= 0) {
+            chan_close(&f->s[i].c);
+        }
+    }
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->cond);
+    free(f->err);
+    free(f->s);
+    free(f);
+}
+
+/* ---------------------------------------------------------------- */
+/* Destination                                                       */
+/* ---------------------------------------------------------------- */
+
+typedef struct Receiver {
+    struct MfdDest *d;
+    unsigned index;
+    pthread_t thread;
+    Chan c;
+    int64_t synced;             /* last CHANNEL_SYNC round, -1 none */
+    uint64_t pages;
+    bool done;
+} Receiver;
+
+struct MfdDest {
+    Migration *m;
+    const Mig2Engine *e;
+    Mig2ChannelSet *set;
+    int listen_fd;
+    int stop_pipe[2];
+    pthread_t acceptor;
+    bool acceptor_started;
+    unsigned n;
+    Receiver *r;                /* n slots, by index */
+    bool *started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int64_t deadline;           /* all channels admitted by then */
+    char *err;
+    bool stopping;
+};
+
+static void dest_fail(MfdDest *d, char *msg)
+{
+    pthread_mutex_lock(&d->lock);
+    if (!d->err) {
+        d->err = msg;
+        msg = NULL;
+    }
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    free(msg);
+}
+
+static void *receiver_main(void *opaque)
+{
+    Receiver *r = opaque;
+    MfdDest *d = r->d;
+    char *err = NULL;
+
+    for (;;) {
+        uint8_t h[8];
+        Mig2FrameHeader fh;
+
+        if (!chan_read(&r->c, h, 8, &err)) {
+            break;
+        }
+        mig2_frame_header_parse(h, UINT32_MAX, &fh);
+        if (fh.type == MIG2_FRAME_RAM) {
+            uint64_t n = 0;
+
+            if (!mig_load_ram(d->m, &r->c, d->e, fh.length, &n, &err)) {
+                break;
+            }
+            pthread_mutex_lock(&d->lock);
+            r->pages += n;
+            pthread_mutex_unlock(&d->lock);
+        } else if (fh.type == MIG2_FRAME_CHANNEL_SYNC && fh.length == 4) {
+            uint8_t b[4];
+
+            if (!chan_read(&r->c, b, 4, &err)) {
+                break;
+            }
+            pthread_mutex_lock(&d->lock);
+            r->synced = (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+                                  (uint32_t)b[2] << 8 | b[3]);
+            pthread_cond_broadcast(&d->cond);
+            pthread_mutex_unlock(&d->lock);
+        } else if (fh.type == MIG2_FRAME_ERROR && fh.length <= 65536) {
+            uint8_t *p = malloc(fh.length ? fh.length : 1);
+
+            if (p && chan_read(&r->c, p, fh.length, &err)) {
+                err = mig_peer_error_text(p, fh.length);
+            }
+            free(p);
+            break;
+        } else {
+            mig_send_error(&r->c, MIG2_WIRE_PROTOCOL,
+                           "unexpected frame on a multifd channel");
+            err = mig_strf("unexpected frame 0x%04x", fh.type);
+            break;
+        }
+    }
+    pthread_mutex_lock(&d->lock);
+    r->done = true;
+    pthread_mutex_unlock(&d->lock);
+    /* After the migration ends the source closes: not a failure. */
+    if (!d->stopping) {
+        dest_fail(d, mig_strf("multifd channel %u: %s", r->index,
+                              err ? err : "closed"));
+    }
+    free(err);
+    return NULL;
+}
+
+/* One new connection: admit it as a channel or refuse it with ERROR. */
+static void dest_admit(MfdDest *d, int fd)
+{
+    Chan c;
+    uint8_t buf[MIG2_CHANNEL_MAX_LEN];
+    size_t total = 0;
+    Mig2ChannelHeader h;
+    Mig2Error why = { 0 };
+    char *err = NULL;
+    Receiver *r;
+    int rc;
+
+    /* A client that stalls gets one second, then is dropped. */
+    chan_init(&c, fd, fd, d->stop_pipe[0], 1000);
+    if (!chan_read(&c, buf, 8, &err)) {
+        free(err);
+        chan_close(&c);
+        return;
+    }
+    if (mig2_stream_detect(buf) == MIG2_STREAM_HANDSHAKE ||
+        mig2_stream_detect(buf) == MIG2_STREAM_LEGACY) {
+        /* Another source while we migrate: one migration at a time. */
+        Mig2Error busy = {
+            .code = MIG2_WIRE_BUSY,
+            .retryable = true,
+            .message = (char *)"this destination is already receiving a "
+                               "migration",
+        };
+        Mig2Writer w;
+
+        mig2_wr_init(&w, 4096);
+        mig2_error_encode(&w, &busy);
+        if (!mig2_wr_error(&w)) {
+            chan_write(&c, w.buf, w.len, &err);
+        }
+        mig2_wr_free(&w);
+        free(err);
+        chan_linger(&c, 200);
+        chan_close(&c);
+        return;
+    }
+    rc = mig2_channel_header_length(buf, &total);
+    if (rc == MIG2_OK &&
+        !chan_read(&c, buf + 8, total - 8, &err)) {
+        free(err);
+        chan_close(&c);
+        return;
+    }
+    pthread_mutex_lock(&d->lock);
+    rc = rc ? mig2_channel_set_admit(d->set, buf, 8, &h, &why)
+            : mig2_channel_set_admit(d->set, buf, total, &h, &why);
+    pthread_mutex_unlock(&d->lock);
+    if (rc) {
+        Mig2Writer w;
+
+        mig2_wr_init(&w, 16384);
+        mig2_error_encode(&w, &why);
+        if (!mig2_wr_error(&w)) {
+            chan_write(&c, w.buf, w.len, &err);
+        }
+        mig2_wr_free(&w);
+        mig2_error_clear(&why);
+        free(err);
+        chan_linger(&c, 200);
+        chan_close(&c);
+        return;
+    }
+    if (!mig_send_frame(&c, MIG2_FRAME_CHANNEL_ACCEPT, NULL, 0, &err)) {
+        free(err);
+        chan_close(&c);
+        return;
+    }
+    r = &d->r[h.index];
+    r->d = d;
+    r->index = h.index;
+    r->c = c;
+    r->c.cancel_fd = d->m->cancel_pipe[0];
+    r->c.stall_ms = (int)mig_cfg_u64(d->m, "x-stall-timeout");
+    r->synced = -1;
+    pthread_mutex_lock(&d->lock);
+    if (pthread_create(&r->thread, NULL, receiver_main, r) == 0) {
+        d->started[h.index] = true;
+    } else {
+        chan_close(&r->c);
+        if (!d->err) {
+            d->err = strdup("cannot start a multifd receiver");
+        }
+    }
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void *acceptor_main(void *opaque)
+{
+    MfdDest *d = opaque;
+
+    for (;;) {
+        struct pollfd pfd[2] = {
+            { .fd = d->listen_fd, .events = POLLIN },
+            { .fd = d->stop_pipe[0], .events = POLLIN },
+        };
+        int fd;
+
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        if (pfd[1].revents) {
+            break;
+        }
+        fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            continue;
+        }
+        dest_admit(d, fd);
+    }
+    return NULL;
+}
+
+MfdDest *mfd_dest_start(Migration *m, const Mig2Engine *e, int listen_fd,
+                        char **errp)
+{
+    MfdDest *d = calloc(1, sizeof(*d));
+    int rc;
+
+    if (!d) {
+        *errp = strdup("out of memory");
+        return NULL;
+    }
+    d->m = m;
+    d->e = e;
+    d->listen_fd = listen_fd;
+    d->stop_pipe[0] = d->stop_pipe[1] = -1;
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->cond, NULL);
+    d->set = mig2_channel_set_new(e, &rc);
+    if (!d->set) {
+        *errp = mig_strf("cannot track channels: %s", mig2_strerror(rc));
+        mfd_dest_stop(d);
+        return NULL;
+    }
+    d->n = mig2_channel_set_expected(d->set, MIG2_CHANNEL_MULTIFD);
+    d->r = calloc(d->n ? d->n : 1, sizeof(*d->r));
+    d->started = calloc(d->n ? d->n : 1, sizeof(*d->started));
+    d->deadline = mig_now_ms() + (int64_t)mig_cfg_u64(m, "x-channel-deadline");
+    if (!d->r || !d->started || pipe2(d->stop_pipe, O_CLOEXEC) < 0) {
+        *errp = strdup("out of memory");
+        mfd_dest_stop(d);
+        return NULL;
+    }
+    if (listen_fd >= 0) {
+        if (pthread_create(&d->acceptor, NULL, acceptor_main, d)) {
+            *errp = strdup("cannot start the channel acceptor");
+            mfd_dest_stop(d);
+            return NULL;
+        }
+        d->acceptor_started = true;
+    }
+    return d;
+}
+
+unsigned mfd_dest_channels(const MfdDest *d)
+{
+    return d->n;
+}
+
+/*
+ * Wait until every channel delivered CHANNEL_SYNC(@round).  Fails when a
+ * channel broke, or one that never arrived passes x-channel-deadline.
+ */
+bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp)
+{
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        unsigned i, behind = 0;
+        bool all_admitted = true;
+        struct timespec ts;
+
+        if (d->err) {
+            *errp = strdup(d->err);
+            break;
+        }
+        for (i = 0; i < d->n; i++) {
+            if (!d->started[i]) {
+                all_admitted = false;
+                behind++;
+            } else if (d->r[i].synced < (int64_t)round) {
+                behind++;
+            }
+        }
+        if (!behind) {
+            pthread_mutex_unlock(&d->lock);
+            return true;
+        }
+        if (!all_admitted && mig_now_ms() >= d->deadline) {
+            char miss[64] = "a channel";
+
+            mig2_channel_set_missing(d->set, miss, sizeof(miss));
+            *errp = mig_strf("%s did not arrive within %" PRIu64 " ms "
+                             "(x-channel-deadline)", miss,
+                             mig_cfg_u64(d->m, "x-channel-deadline"));
+            break;
+        }
+        if (mig_cancelled(d->m)) {
+            *errp = strdup("migration cancelled");
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return false;
+}
+
+uint64_t mfd_dest_pages(MfdDest *d)
+{
+    uint64_t n = 0;
+    unsigned i;
+
+    pthread_mutex_lock(&d->lock);
+    for (i = 0; i < d->n; i++) {
+        n += d->r[i].pages;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return n;
+}
+
+void mfd_dest_stop(MfdDest *d)
+{
+    unsigned i;
+
+    if (!d) {
+        return;
+    }
+    pthread_mutex_lock(&d->lock);
+    d->stopping = true;
+    pthread_mutex_unlock(&d->lock);
+    if (d->stop_pipe[1] >= 0 && write(d->stop_pipe[1], "x", 1) < 0) {
+        /* The acceptor also stops when the listener closes. */
+    }
+    if (d->acceptor_started) {
+        pthread_join(d->acceptor, NULL);
+    }
+    for (i = 0; d->started && i < d->n; i++) {
+        if (d->started[i]) {
+            /* Wake a receiver blocked in read, then reap it. */
+            shutdown(d->r[i].c.rfd, SHUT_RDWR);
+            pthread_join(d->r[i].thread, NULL);
+            chan_close(&d->r[i].c);
+        }
+    }
+    if (d->stop_pipe[0] >= 0) {
+        close(d->stop_pipe[0]);
+        close(d->stop_pipe[1]);
+    }
+    mig2_channel_set_free(d->set);
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->cond);
+    free(d->r);
+    free(d->started);
+    free(d->err);
+    free(d);
+}
