@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "migration.h"
+#include "migration_int.h"
 #include "qmp.h"
 #include "vm.h"
 
@@ -49,6 +50,8 @@ static void usage(FILE *out)
 "  --migration-policy RULE     destination policy: clamp:NAME=MAX or\n"
 "                              refuse:NAME (repeatable)\n"
 "  -S                          start paused (prelaunch)\n"
+"  --x-channel-test LIST       tests only: source channels misbehave, LIST\n"
+"                              of reverse, random, skip=N, duplicate, extra\n"
 "  --version                   print the version\n",
             machine_default()->name);
 }
@@ -81,6 +84,7 @@ typedef struct Options {
     uint64_t dirty_rate;
     const char *release;
     bool paused;
+    const char *chan_test;
 } Options;
 
 static bool add_device(Vm *vm, const char *spec, bool user, char **errp)
@@ -230,7 +234,7 @@ static void teardown(Vm *vm)
 enum {
     OPT_NAME = 256, OPT_QMP, OPT_MACHINE, OPT_MEMORY, OPT_MEMORY_FILE,
     OPT_DEVICE, OPT_NODEFAULTS, OPT_INCOMING, OPT_WORKLOAD, OPT_RELEASE,
-    OPT_POLICY, OPT_VERSION, OPT_HELP, OPT_PREALLOC,
+    OPT_POLICY, OPT_VERSION, OPT_HELP, OPT_PREALLOC, OPT_CHAN_TEST,
 };
 
 static const struct option long_opts[] = {
@@ -240,6 +244,7 @@ static const struct option long_opts[] = {
     { "memory", required_argument, NULL, OPT_MEMORY },
     { "memory-file", required_argument, NULL, OPT_MEMORY_FILE },
     { "mem-prealloc", no_argument, NULL, OPT_PREALLOC },
+    { "x-channel-test", required_argument, NULL, OPT_CHAN_TEST },
     { "device", required_argument, NULL, OPT_DEVICE },
     { "nodefaults", no_argument, NULL, OPT_NODEFAULTS },
     { "incoming", required_argument, NULL, OPT_INCOMING },
@@ -295,6 +300,9 @@ static bool parse_args(int argc, char **argv, Options *o, int *exit_now)
             break;
         case OPT_PREALLOC:
             o->mem_prealloc = true;
+            break;
+        case OPT_CHAN_TEST:
+            o->chan_test = optarg;
             break;
         case OPT_DEVICE:
             if (strcmp(optarg, "help") == 0) {
@@ -392,6 +400,9 @@ int main(int argc, char **argv)
     if (!vm.mig) {
         err = strdup("out of memory");
         goto out;
+    }
+    if (o.chan_test) {
+        vm.mig->chan_test = strdup(o.chan_test);
     }
     for (i = 0; i < o.n_policies; i++) {
         if (!migration_add_policy(vm.mig, o.policies[i], &err)) {

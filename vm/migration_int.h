@@ -54,6 +54,8 @@ struct Migration {
     int64_t downtime_start;
     MigStats stats;
     json_object *hs_info;       /* x-query-handshake */
+    json_object *rejected;      /* destination: refused connections */
+    char *chan_test;            /* source: --x-channel-test, tests only */
 
     RunState prev_state;        /* source: run state before switchover */
     bool stopped_guest;
@@ -109,6 +111,8 @@ unsigned mfd_dest_channels(const MfdDest *d);
 bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp);
 uint64_t mfd_dest_pages(MfdDest *d);
 void mfd_dest_stop(MfdDest *d);
+/* Record a refused connection for query-migrate (thread-safe). */
+void mig_note_rejected(Migration *m, const char *reason, const char *detail);
 
 /* One dirty round: send the pages in @bitmap; report how many. */
 typedef bool (*MigRoundFn)(Migration *m, Chan *c, const uint64_t *bitmap,

@@ -88,6 +88,8 @@ void migration_free(Migration *m)
     free(m->bound);
     free(m->error_desc);
     json_object_put(m->hs_info);
+    json_object_put(m->rejected);
+    free(m->chan_test);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -128,6 +130,8 @@ static bool begin(Migration *m, const MigAddr *addr, MigChannelType type,
     m->error_desc = NULL;
     json_object_put(m->hs_info);
     m->hs_info = NULL;
+    json_object_put(m->rejected);
+    m->rejected = NULL;
     memset(&m->stats, 0, sizeof(m->stats));
     m->setup_ms = m->total_ms = m->downtime_ms = 0;
     m->start_ms = mig_now_ms();
@@ -485,6 +489,10 @@ json_object *migration_query(Migration *m)
         json_object_object_add(ram, "mbps", json_object_new_double(mbps));
         json_object_object_add(o, "ram", ram);
     }
+    if (m->rejected) {
+        json_object_object_add(o, "x-rejected-connections",
+                               json_object_get(m->rejected));
+    }
     if (m->error_desc && (m->status == MIG_STATUS_FAILED ||
                           m->status == MIG_STATUS_CANCELLED)) {
         json_object_object_add(o, "error-desc",
@@ -492,6 +500,26 @@ json_object *migration_query(Migration *m)
     }
     pthread_mutex_unlock(&m->lock);
     return o;
+}
+
+void mig_note_rejected(Migration *m, const char *reason, const char *detail)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "reason", json_object_new_string(reason));
+    json_object_object_add(o, "detail",
+                           json_object_new_string(detail ? detail : ""));
+    pthread_mutex_lock(&m->lock);
+    if (!m->rejected) {
+        m->rejected = json_object_new_array();
+    }
+    /* Bounded: a flood of bad connections cannot grow this forever. */
+    if (json_object_array_length(m->rejected) < 64) {
+        json_object_array_add(m->rejected, o);
+        o = NULL;
+    }
+    pthread_mutex_unlock(&m->lock);
+    json_object_put(o);
 }
 
 json_object *migration_query_handshake(Migration *m)

@@ -79,6 +79,61 @@ static void sender_fail(Sender *s, char *msg)
     free(msg);
 }
 
+/* The value of @key in the --x-channel-test list, or NULL. */
+static const char *test_knob(const Multifd *f, const char *key)
+{
+    const char *t = f->m->chan_test, *p;
+    size_t n = strlen(key);
+
+    for (p = t; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        if (strncmp(p, key, n) == 0 && (p[n] == ',' || p[n] == '=' ||
+                                       p[n] == '\0')) {
+            return p[n] == '=' ? p + n + 1 : p + n;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Tests only: connect as a misbehaving source would, with a header for
+ * @index of @count (valid MAC), and report the destination's answer.
+ */
+static void rogue_channel(Multifd *f, const char *what, uint16_t index,
+                          uint16_t count)
+{
+    Chan c;
+    Mig2Writer w;
+    uint8_t h[8], p[4096];
+    Mig2FrameHeader fh;
+    char *err = NULL;
+
+    if (!chan_open_outgoing(&c, &f->m->addr, -1, 2000, &err)) {
+        fprintf(stderr, "mig2-vm: test channel (%s): %s\n", what, err);
+        free(err);
+        return;
+    }
+    mig2_wr_init(&w, MIG2_CHANNEL_MAX_LEN);
+    if (mig2_channel_header_write(f->e, MIG2_CHANNEL_MULTIFD, index, count,
+                                  &w) == MIG2_OK &&
+        chan_write(&c, w.buf, w.len, &err) && chan_read(&c, h, 8, &err)) {
+        mig2_frame_header_parse(h, UINT32_MAX, &fh);
+        if (fh.type == MIG2_FRAME_ERROR && fh.length <= sizeof(p) &&
+            chan_read(&c, p, fh.length, &err)) {
+            char *text = mig_peer_error_text(p, fh.length);
+
+            fprintf(stderr, "mig2-vm: test channel (%s) refused: %s\n", what,
+                    text ? text : "");
+            free(text);
+        } else {
+            fprintf(stderr, "mig2-vm: test channel (%s) got frame 0x%04x\n",
+                    what, fh.type);
+        }
+    }
+    free(err);
+    mig2_wr_free(&w);
+    chan_close(&c);
+}
+
 /* Connect, send the header, wait for CHANNEL_ACCEPT. */
 static bool sender_join(Sender *s, char **errp)
 {
@@ -86,7 +141,20 @@ static bool sender_join(Sender *s, char **errp)
     Mig2Writer w;
     uint8_t h[8];
     Mig2FrameHeader fh;
+    const char *k;
     int rc;
+
+    /* Test knobs: channels in reverse or random order, or one missing. */
+    if ((k = test_knob(f, "skip")) && (unsigned)atoi(k) == s->index) {
+        *errp = NULL;
+        return false;
+    }
+    if (test_knob(f, "reverse")) {
+        usleep((f->n - 1 - s->index) * 50000);
+    } else if (test_knob(f, "random")) {
+        usleep((useconds_t)((s->index * 7919u + (unsigned)getpid()) % 100) *
+               1000);
+    }
 
     if (!chan_open_outgoing(&s->c, &f->m->addr, f->m->cancel_pipe[0],
                             (int)mig_cfg_u64(f->m, "x-stall-timeout"),
@@ -133,8 +201,23 @@ static void *sender_main(void *opaque)
     char *err = NULL;
 
     if (!sender_join(s, &err)) {
+        if (!err) {
+            /* A test's missing channel: stay silent, never finish. */
+            pthread_mutex_lock(&f->lock);
+            while (!f->stopping && !f->err) {
+                pthread_cond_wait(&f->cond, &f->lock);
+            }
+            pthread_mutex_unlock(&f->lock);
+            goto out;
+        }
         sender_fail(s, err);
         goto out;
+    }
+    if (s->index == 0 && test_knob(f, "duplicate")) {
+        rogue_channel(f, "duplicate", 0, (uint16_t)f->n);
+    }
+    if (s->index == 0 && test_knob(f, "extra")) {
+        rogue_channel(f, "extra", (uint16_t)f->n, (uint16_t)(f->n + 1));
     }
     pthread_mutex_lock(&f->lock);
     s->ready = true;
@@ -498,12 +581,14 @@ static void dest_admit(MfdDest *d, int fd)
     /* A client that stalls gets one second, then is dropped. */
     chan_init(&c, fd, fd, d->stop_pipe[0], 1000);
     if (!chan_read(&c, buf, 8, &err)) {
+        mig_note_rejected(d->m, "channel/header", err);
         free(err);
         chan_close(&c);
         return;
     }
     if (mig2_stream_detect(buf) == MIG2_STREAM_HANDSHAKE ||
         mig2_stream_detect(buf) == MIG2_STREAM_LEGACY) {
+        mig_note_rejected(d->m, "busy", "another source connected");
         /* Another source while we migrate: one migration at a time. */
         Mig2Error busy = {
             .code = MIG2_WIRE_BUSY,
@@ -527,6 +612,7 @@ static void dest_admit(MfdDest *d, int fd)
     rc = mig2_channel_header_length(buf, &total);
     if (rc == MIG2_OK &&
         !chan_read(&c, buf + 8, total - 8, &err)) {
+        mig_note_rejected(d->m, "channel/header", err);
         free(err);
         chan_close(&c);
         return;
@@ -538,6 +624,9 @@ static void dest_admit(MfdDest *d, int fd)
     if (rc) {
         Mig2Writer w;
 
+        mig_note_rejected(d->m, why.n_problems ? why.problems[0].path
+                                               : "channel",
+                          why.message);
         mig2_wr_init(&w, 16384);
         mig2_error_encode(&w, &why);
         if (!mig2_wr_error(&w)) {
