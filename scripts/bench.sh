@@ -11,11 +11,19 @@
 #     the handshake (both engines, created to freed) and not the profile
 #     building or process start-up.  Prints instructions, instructions per
 #     device and the 10,000/1,000 ratio against its target (<= 12x).
+#  3. scripts/bench-migrate.py: migration throughput of 1 GiB of random
+#     guest RAM -- the bare limit (bench/rawcopy, 1/2/4 loopback TCP
+#     streams), mig2 v2 between two mig2-vm processes (multifd off and
+#     1/2/4 channels) and, when qemu-system-x86_64 is installed, QEMU 7.2
+#     -- medians of 3 runs, ratios and the issue-4 targets.  A few minutes.
 #
 # Environment: MIG2_BENCH_TREE (default build-release),
-#              MIG2_BENCH_SIZES (default 10,100,1000,10000).
-# Exits non-zero when the binary or valgrind is missing or a handshake
-# fails; never because a speed or size target is missed.
+#              MIG2_BENCH_SIZES (default 10,100,1000,10000),
+#              MIG2_BENCH_MIGRATE: arguments for bench-migrate.py (default
+#              "--reps 3"; e.g. "--quick", or "skip" to leave step 3 out).
+# Exits non-zero when a binary or valgrind is missing, a handshake fails
+# or a migration run fails outright (digest mismatch, crash, timeout);
+# never because a speed or size target is missed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -89,3 +97,15 @@ if [ -n "${instr[1000]:-}" ] && [ -n "${instr[10000]:-}" ]; then
 else
     echo "  10,000/1,000 instructions: not measured (sizes need 1000 and 10000)"
 fi
+
+migrate_args=${MIG2_BENCH_MIGRATE:---reps 3}
+if [ "$migrate_args" = skip ]; then
+    echo
+    echo "==> migration throughput: skipped (MIG2_BENCH_MIGRATE=skip)"
+    exit 0
+fi
+read -r -a migrate_argv <<<"$migrate_args"
+echo
+echo "==> migration throughput: python3 scripts/bench-migrate.py" \
+     "--tree $tree ${migrate_argv[*]}"
+python3 scripts/bench-migrate.py --tree "$tree" "${migrate_argv[@]}"

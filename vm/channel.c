@@ -399,6 +399,69 @@ bool chan_read(Chan *c, void *p, size_t n, char **errp)
     return true;
 }
 
+/* Skip @n bytes of @iov (iov_len of consumed entries becomes 0). */
+static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
+{
+    while (n && *iovcnt) {
+        size_t k = n < (*iov)->iov_len ? n : (*iov)->iov_len;
+
+        (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + k;
+        (*iov)->iov_len -= k;
+        n -= k;
+        if ((*iov)->iov_len == 0) {
+            (*iov)++;
+            (*iovcnt)--;
+        }
+    }
+}
+
+bool chan_readv(Chan *c, struct iovec *iov, int iovcnt, char **errp)
+{
+    /* Bytes already buffered (from a peek) come first. */
+    while (iovcnt && c->len > c->pos) {
+        size_t k = c->len - c->pos;
+
+        if (k > iov->iov_len) {
+            k = iov->iov_len;
+        }
+        memcpy(iov->iov_base, c->buf + c->pos, k);
+        chan_consume(c, k);
+        iov_advance(&iov, &iovcnt, k);
+    }
+    while (iovcnt > 0) {
+        ssize_t n;
+
+        if (iov->iov_len == 0) {
+            iov++;
+            iovcnt--;
+            continue;
+        }
+        n = readv(c->rfd, iov, iovcnt > 1024 ? 1024 : iovcnt);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (wait_fd(c, c->rfd, POLLIN, errp) <= 0) {
+                    return false;
+                }
+                continue;
+            }
+            *errp = errno == ECONNRESET
+                        ? strdup("the peer closed the connection")
+                        : errf("read failed: %s", strerror(errno));
+            return false;
+        }
+        if (n == 0) {
+            *errp = strdup("the peer closed the connection");
+            return false;
+        }
+        c->bytes_in += (uint64_t)n;
+        iov_advance(&iov, &iovcnt, (size_t)n);
+    }
+    return true;
+}
+
 const uint8_t *chan_peek(Chan *c, size_t n, size_t *avail, char **errp)
 {
     if (c->pos && c->len - c->pos < n) {

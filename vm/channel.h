@@ -76,6 +76,8 @@ bool chan_write(Chan *c, const void *p, size_t n, char **errp);
 bool chan_writev(Chan *c, struct iovec *iov, int iovcnt, char **errp);
 /* Exactly @n bytes; false on EOF, stall, cancel or error. */
 bool chan_read(Chan *c, void *p, size_t n, char **errp);
+/* Fill every buffer of @iov exactly: one readv() for many pages. */
+bool chan_readv(Chan *c, struct iovec *iov, int iovcnt, char **errp);
 /* Up to @n bytes (at least 1); 0 at EOF, -1 on error. */
 ssize_t chan_read_some(Chan *c, void *p, size_t n, char **errp);
 /*
