@@ -1691,6 +1691,13 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
         }
         free(p);
     }
+    if (!ok && mfd && mfd_dest_timed_out(mfd, &werr)) {
+        /* The reason is the missing channel, not the read it ended. */
+        free(*errp);
+        *errp = NULL;
+        load_error(c, MIG2_WIRE_TIMEOUT, errp, werr);
+        werr = NULL;
+    }
     free(ls.loaded);
     mfd_dest_stop(mfd);
     return ok;

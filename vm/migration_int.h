@@ -109,6 +109,8 @@ MfdDest *mfd_dest_start(Migration *m, const Mig2Engine *e, int listen_fd,
                         char **errp);
 unsigned mfd_dest_channels(const MfdDest *d);
 bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp);
+/* The channel deadline ended the migration while the main thread read. */
+bool mfd_dest_timed_out(MfdDest *d, char **errp);
 uint64_t mfd_dest_pages(MfdDest *d);
 void mfd_dest_stop(MfdDest *d);
 /* Record a refused connection for query-migrate (thread-safe). */

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -490,6 +491,8 @@ struct MfdDest {
     pthread_cond_t cond;
     int64_t deadline;           /* all channels admitted by then */
     char *err;
+    bool expired;               /* the acceptor saw the deadline pass */
+    bool reported;              /* mfd_dest_wait_sync returned a failure */
     bool stopping;
 };
 
@@ -566,90 +569,89 @@ static void *receiver_main(void *opaque)
     return NULL;
 }
 
-/* One new connection: admit it as a channel or refuse it with ERROR. */
-static void dest_admit(MfdDest *d, int fd)
-{
-    Chan c;
+/*
+ * Connections the acceptor is still reading a header from, or draining
+ * after refusing them.  All are served by one poll loop, so a slow or
+ * silent client costs the others nothing.
+ */
+#define MAX_PENDING 32
+#define HEADER_MS 1000          /* a client gets this long to send a header */
+#define LINGER_MS 200           /* and this long to read our ERROR */
+
+typedef struct Pending {
+    int fd;
+    bool draining;              /* refused: shut down, reading to EOF */
+    int64_t deadline;
+    size_t have;
+    size_t want;
     uint8_t buf[MIG2_CHANNEL_MAX_LEN];
-    size_t total = 0;
+} Pending;
+
+/* Best effort: the socket is fresh, so a small frame fits its buffer. */
+static void send_all_now(int fd, const void *p, size_t len)
+{
+    const uint8_t *b = p;
+
+    while (len) {
+        ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
+
+        if (n <= 0) {
+            return;
+        }
+        b += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Send @err, then keep the connection until the peer has read it. */
+static void refuse(Pending *p, const Mig2Error *err)
+{
+    Mig2Writer w;
+
+    mig2_wr_init(&w, 16384);
+    mig2_error_encode(&w, err);
+    if (!mig2_wr_error(&w)) {
+        send_all_now(p->fd, w.buf, w.len);
+    }
+    mig2_wr_free(&w);
+    /* Closing with unread input would reset the connection, ERROR and all. */
+    shutdown(p->fd, SHUT_WR);
+    p->draining = true;
+    p->deadline = mig_now_ms() + LINGER_MS;
+}
+
+/* A whole header arrived (or its prefix was garbage): admit or refuse. */
+static bool dest_decide(MfdDest *d, Pending *p)
+{
     Mig2ChannelHeader h;
     Mig2Error why = { 0 };
     char *err = NULL;
     Receiver *r;
+    Chan c;
     int rc;
 
-    /* A client that stalls gets one second, then is dropped. */
-    chan_init(&c, fd, fd, d->stop_pipe[0], 1000);
-    if (!chan_read(&c, buf, 8, &err)) {
-        mig_note_rejected(d->m, "channel/header", err);
-        free(err);
-        chan_close(&c);
-        return;
-    }
-    if (mig2_stream_detect(buf) == MIG2_STREAM_HANDSHAKE ||
-        mig2_stream_detect(buf) == MIG2_STREAM_LEGACY) {
-        mig_note_rejected(d->m, "busy", "another source connected");
-        /* Another source while we migrate: one migration at a time. */
-        Mig2Error busy = {
-            .code = MIG2_WIRE_BUSY,
-            .retryable = true,
-            .message = (char *)"this destination is already receiving a "
-                               "migration",
-        };
-        Mig2Writer w;
-
-        mig2_wr_init(&w, 4096);
-        mig2_error_encode(&w, &busy);
-        if (!mig2_wr_error(&w)) {
-            chan_write(&c, w.buf, w.len, &err);
-        }
-        mig2_wr_free(&w);
-        free(err);
-        chan_linger(&c, 200);
-        chan_close(&c);
-        return;
-    }
-    rc = mig2_channel_header_length(buf, &total);
-    if (rc == MIG2_OK &&
-        !chan_read(&c, buf + 8, total - 8, &err)) {
-        mig_note_rejected(d->m, "channel/header", err);
-        free(err);
-        chan_close(&c);
-        return;
-    }
     pthread_mutex_lock(&d->lock);
-    rc = rc ? mig2_channel_set_admit(d->set, buf, 8, &h, &why)
-            : mig2_channel_set_admit(d->set, buf, total, &h, &why);
+    rc = mig2_channel_set_admit(d->set, p->buf, p->have, &h, &why);
     pthread_mutex_unlock(&d->lock);
     if (rc) {
-        Mig2Writer w;
-
         mig_note_rejected(d->m, why.n_problems ? why.problems[0].path
                                                : "channel",
                           why.message);
-        mig2_wr_init(&w, 16384);
-        mig2_error_encode(&w, &why);
-        if (!mig2_wr_error(&w)) {
-            chan_write(&c, w.buf, w.len, &err);
-        }
-        mig2_wr_free(&w);
+        refuse(p, &why);
         mig2_error_clear(&why);
-        free(err);
-        chan_linger(&c, 200);
-        chan_close(&c);
-        return;
+        return false;
     }
+    chan_init(&c, p->fd, p->fd, d->m->cancel_pipe[0],
+              (int)mig_cfg_u64(d->m, "x-stall-timeout"));
     if (!mig_send_frame(&c, MIG2_FRAME_CHANNEL_ACCEPT, NULL, 0, &err)) {
         free(err);
         chan_close(&c);
-        return;
+        return true;
     }
     r = &d->r[h.index];
     r->d = d;
     r->index = h.index;
     r->c = c;
-    r->c.cancel_fd = d->m->cancel_pipe[0];
-    r->c.stall_ms = (int)mig_cfg_u64(d->m, "x-stall-timeout");
     r->synced = -1;
     pthread_mutex_lock(&d->lock);
     if (pthread_create(&r->thread, NULL, receiver_main, r) == 0) {
@@ -662,34 +664,183 @@ static void dest_admit(MfdDest *d, int fd)
     }
     pthread_cond_broadcast(&d->cond);
     pthread_mutex_unlock(&d->lock);
+    return true;
+}
+
+/*
+ * Read what @p's client sent.  Returns true when the entry is finished
+ * with (admitted, or closed): the caller then forgets it.
+ */
+static bool pending_read(MfdDest *d, Pending *p)
+{
+    ssize_t n;
+
+    if (p->draining) {
+        uint8_t sink[4096];
+
+        n = read(p->fd, sink, sizeof(sink));
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            close(p->fd);
+            return true;
+        }
+        return false;
+    }
+    n = read(p->fd, p->buf + p->have, p->want - p->have);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return false;
+    }
+    if (n <= 0) {
+        mig_note_rejected(d->m, "channel/header",
+                          "the client closed before sending a header");
+        close(p->fd);
+        return true;
+    }
+    p->have += (size_t)n;
+    if (p->have < p->want) {
+        return false;
+    }
+    if (p->want == MIG2_CHANNEL_PREFIX_LEN) {
+        size_t total;
+
+        if (mig2_stream_detect(p->buf) == MIG2_STREAM_HANDSHAKE ||
+            mig2_stream_detect(p->buf) == MIG2_STREAM_LEGACY) {
+            /* Another source while we migrate: one migration at a time. */
+            Mig2Error busy = {
+                .code = MIG2_WIRE_BUSY,
+                .retryable = true,
+                .message = (char *)"this destination is already receiving "
+                                   "a migration",
+            };
+
+            mig_note_rejected(d->m, "busy", "another source connected");
+            refuse(p, &busy);
+            return false;
+        }
+        if (mig2_channel_header_length(p->buf, &total) == MIG2_OK) {
+            p->want = total;
+            return false;
+        }
+        /* Garbage: let the channel set describe it. */
+    }
+    return dest_decide(d, p);
+}
+
+/* "multifd channel I of N did not arrive within ..." (caller holds lock) */
+static char *deadline_error(MfdDest *d)
+{
+    char miss[64] = "a channel";
+
+    mig2_channel_set_missing(d->set, miss, sizeof(miss));
+    return mig_strf("%s did not arrive within %" PRIu64 " ms "
+                    "(x-channel-deadline)", miss,
+                    mig_cfg_u64(d->m, "x-channel-deadline"));
 }
 
 static void *acceptor_main(void *opaque)
 {
     MfdDest *d = opaque;
+    Pending *pend = calloc(MAX_PENDING, sizeof(*pend));
+    int np = 0, i;
 
+    if (!pend) {
+        dest_fail(d, strdup("out of memory"));
+        return NULL;
+    }
     for (;;) {
-        struct pollfd pfd[2] = {
-            { .fd = d->listen_fd, .events = POLLIN },
-            { .fd = d->stop_pipe[0], .events = POLLIN },
-        };
-        int fd;
+        struct pollfd pfd[2 + MAX_PENDING];
+        int64_t now = mig_now_ms(), next = -1;
+        int n, timeout;
 
-        if (poll(pfd, 2, -1) < 0) {
-            if (errno == EINTR) {
+        pthread_mutex_lock(&d->lock);
+        if (!d->err && !mig2_channel_set_complete(d->set)) {
+            next = d->deadline;
+        }
+        pthread_mutex_unlock(&d->lock);
+        pfd[0] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
+        pfd[1] = (struct pollfd){ .fd = d->stop_pipe[0], .events = POLLIN };
+        for (i = 0; i < np; i++) {
+            pfd[2 + i] = (struct pollfd){ .fd = pend[i].fd, .events = POLLIN };
+            if (next < 0 || pend[i].deadline < next) {
+                next = pend[i].deadline;
+            }
+        }
+        timeout = next < 0 ? -1 : next > now ? (int)(next - now) : 0;
+        n = poll(pfd, (nfds_t)(2 + np), timeout);
+        if (n < 0 && errno != EINTR) {
+            break;
+        }
+        if (n > 0 && pfd[1].revents) {
+            break;
+        }
+        now = mig_now_ms();
+
+        /* x-channel-deadline passed with a channel missing (spec 12.5). */
+        pthread_mutex_lock(&d->lock);
+        if (!d->err && !mig2_channel_set_complete(d->set) &&
+            now >= d->deadline) {
+            /*
+             * Fail now, not at the main channel's next SYNC, which may be
+             * a whole RAM round later.  The cancel pipe wakes the main
+             * thread's read; v2_load then reports this, ERROR timeout.
+             */
+            d->err = deadline_error(d);
+            d->expired = true;
+            pthread_cond_broadcast(&d->cond);
+            if (d->m->cancel_pipe[1] >= 0 &&
+                write(d->m->cancel_pipe[1], "d", 1) < 0) {
+                /* The SYNC barrier still sees d->err. */
+            }
+        }
+        pthread_mutex_unlock(&d->lock);
+
+        /* Serve pending clients; forget finished ones. */
+        for (i = 0; n > 0 && i < np; i++) {
+            if (pfd[2 + i].revents && pending_read(d, &pend[i])) {
+                pend[i].fd = -1;
+            }
+        }
+        for (i = 0; i < np; i++) {
+            if (pend[i].fd >= 0 && now >= pend[i].deadline) {
+                if (!pend[i].draining) {
+                    mig_note_rejected(d->m, "channel/header",
+                                      "no complete header within 1000 ms");
+                }
+                close(pend[i].fd);
+                pend[i].fd = -1;
+            }
+        }
+        for (i = 0; i < np; i++) {
+            if (pend[i].fd < 0) {
+                pend[i] = pend[--np];
+                i--;
+            }
+        }
+
+        /* New connections, non-blocking like every Chan fd. */
+        while (n > 0 && (pfd[0].revents & POLLIN)) {
+            int fd = accept4(d->listen_fd, NULL, NULL,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+            if (fd < 0) {
+                break;
+            }
+            if (np == MAX_PENDING) {
+                mig_note_rejected(d->m, "channel/header",
+                                  "too many connections without a header");
+                close(fd);
                 continue;
             }
-            break;
+            memset(&pend[np], 0, offsetof(Pending, buf));
+            pend[np].fd = fd;
+            pend[np].want = MIG2_CHANNEL_PREFIX_LEN;
+            pend[np].deadline = now + HEADER_MS;
+            np++;
         }
-        if (pfd[1].revents) {
-            break;
-        }
-        fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            continue;
-        }
-        dest_admit(d, fd);
     }
+    for (i = 0; i < np; i++) {
+        close(pend[i].fd);
+    }
+    free(pend);
     return NULL;
 }
 
@@ -754,6 +905,7 @@ bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp)
 
         if (d->err) {
             *errp = strdup(d->err);
+            d->reported = true;
             break;
         }
         for (i = 0; i < d->n; i++) {
@@ -769,12 +921,8 @@ bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp)
             return true;
         }
         if (!all_admitted && mig_now_ms() >= d->deadline) {
-            char miss[64] = "a channel";
-
-            mig2_channel_set_missing(d->set, miss, sizeof(miss));
-            *errp = mig_strf("%s did not arrive within %" PRIu64 " ms "
-                             "(x-channel-deadline)", miss,
-                             mig_cfg_u64(d->m, "x-channel-deadline"));
+            *errp = deadline_error(d);
+            d->reported = true;
             break;
         }
         if (mig_cancelled(d->m)) {
@@ -791,6 +939,25 @@ bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp)
     }
     pthread_mutex_unlock(&d->lock);
     return false;
+}
+
+/*
+ * True (with the reason) when the acceptor failed the migration at
+ * x-channel-deadline and mfd_dest_wait_sync has not reported it: the
+ * main thread's failure is then only the interrupted read.
+ */
+bool mfd_dest_timed_out(MfdDest *d, char **errp)
+{
+    bool out;
+
+    pthread_mutex_lock(&d->lock);
+    out = d->expired && !d->reported;
+    if (out) {
+        *errp = strdup(d->err);
+        d->reported = true;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return out;
 }
 
 uint64_t mfd_dest_pages(MfdDest *d)

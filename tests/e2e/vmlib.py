@@ -276,7 +276,8 @@ class Vm:
     process is stopped (quit, SIGTERM, SIGKILL) even when the test fails.
     """
 
-    def __init__(self, tmpdir, name, args, binary=None, env=None):
+    def __init__(self, tmpdir, name, args, binary=None, env=None,
+                 wrapper=None):
         self.name = name
         self.tmpdir = tmpdir
         self.args = list(args)
@@ -286,12 +287,15 @@ class Vm:
         self.proc = None
         self.qmp = None
         self.env = env
+        # A command that execs the binary in place (e.g. ip netns exec NS),
+        # so the PID is still mig2-vm's.
+        self.wrapper = list(wrapper or ())
 
     # ---- process ----
 
     def start(self, timeout=None):
         timeout = timeout if timeout is not None else scaled(20)
-        cmd = [self.binary, '--name', self.name,
+        cmd = self.wrapper + [self.binary, '--name', self.name,
                '--qmp', 'unix:' + self.qmp_path] + self.args
         self._stderr = open(self.stderr_path, 'wb')
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
@@ -504,11 +508,11 @@ class VmTestCase(unittest.TestCase):
         self.tmp = make_tmpdir(self)
         self._names = set()
 
-    def vm(self, name, *args, start=True, binary=None):
+    def vm(self, name, *args, start=True, binary=None, wrapper=None):
         """Start mig2-vm with @args; stopped at cleanup whatever happens."""
         assert name not in self._names, name
         self._names.add(name)
-        v = Vm(self.tmp, name, args, binary=binary)
+        v = Vm(self.tmp, name, args, binary=binary, wrapper=wrapper)
         self.addCleanup(v.stop_process)
         if start:
             v.start()
