@@ -337,6 +337,9 @@ class SilentClientsTest(ChannelCase):
         self.set_multifd(src, 4, **{'x-channel-deadline': 3000})
         port = int(addr['port'])
         src.execute('migrate', migrate_args(addr))
+        # After the handshake (the main connection is taken), while the
+        # reversed channels are still connecting.
+        wait_migration(src, ('active', 'completed', 'failed'))
         silent = []
         for _ in range(10):
             s = socket.create_connection(('127.0.0.1', port))
