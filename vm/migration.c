@@ -775,9 +775,15 @@ bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
         put_be64((uint8_t *)&entries[i],
                  pages[i] * RAM_PAGE_SIZE | (zero ? MIG2_RAM_ZERO : 0));
         if (!zero) {
-            iov[n_iov].iov_base = (void *)host;
-            iov[n_iov].iov_len = RAM_PAGE_SIZE;
-            n_iov++;
+            /* Neighbouring pages go out as one buffer. */
+            if (n_iov > 2 && (const uint8_t *)iov[n_iov - 1].iov_base +
+                                 iov[n_iov - 1].iov_len == host) {
+                iov[n_iov - 1].iov_len += RAM_PAGE_SIZE;
+            } else {
+                iov[n_iov].iov_base = (void *)host;
+                iov[n_iov].iov_len = RAM_PAGE_SIZE;
+                n_iov++;
+            }
             normal++;
         }
     }
@@ -1439,6 +1445,10 @@ bool mig_load_ram(Migration *m, Chan *c, const Mig2Engine *e, uint32_t len,
 
             if (ent[i] & MIG2_RAM_ZERO) {
                 ram_zero_page(&vm->ram, off);
+            } else if (k && (uint8_t *)iov[k - 1].iov_base +
+                                iov[k - 1].iov_len == vm->ram.host + off) {
+                /* Neighbouring pages arrive in one buffer. */
+                iov[k - 1].iov_len += RAM_PAGE_SIZE;
             } else {
                 iov[k].iov_base = vm->ram.host + off;
                 iov[k].iov_len = RAM_PAGE_SIZE;

@@ -80,7 +80,7 @@ void mig_send_error(Chan *c, uint32_t code, const char *msg);
 char *mig_peer_error_text(const uint8_t *p, size_t len);
 
 /* Pages per RAM frame: 1 MiB of data, well under the frame limit. */
-#define MIG_RAM_BATCH 256
+#define MIG_RAM_BATCH 512
 
 typedef struct Multifd Multifd;
 typedef struct MfdDest MfdDest;
