@@ -807,48 +807,84 @@ bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
 }
 
 /*
- * A frame the destination sent while we stream: in the data phase only
- * ERROR is legal before END (SYNC_ACK with return-path is informative).
+ * Read the destination's next frame on the main channel.  Returns its
+ * type with the payload in *@p (the caller frees it), or 0 with *@errp
+ * set: an ERROR frame becomes the destination's reason, a lost connection
+ * is reported with @ctx, and an unexpected critical frame fails.  Unknown
+ * non-critical frames are skipped (spec 4.3).
  */
-static bool check_peer(Migration *m, Chan *c, char **errp)
+static uint16_t read_reply(Chan *c, const char *ctx, uint8_t **p,
+                           uint32_t *len, char **errp)
 {
-    while (chan_readable(c)) {
+    for (;;) {
         uint8_t h[8];
         Mig2FrameHeader fh;
-        uint8_t *p;
 
+        *p = NULL;
         if (!chan_read(c, h, 8, errp)) {
             char *e = *errp;
 
-            *errp = mig_strf("destination connection lost: %s", e);
+            *errp = mig_strf("%s: %s", ctx, e);
             free(e);
-            return false;
+            return 0;
         }
         if (mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
             *errp = strdup("destination sent an oversized frame");
-            return false;
+            return 0;
         }
-        p = malloc(fh.length ? fh.length : 1);
-        if (!p || !chan_read(c, p, fh.length, errp)) {
-            free(p);
-            if (!*errp) {
-                *errp = strdup("out of memory");
+        *p = malloc(fh.length ? fh.length : 1);
+        if (!*p) {
+            *errp = strdup("out of memory");
+            return 0;
+        }
+        if (!chan_read(c, *p, fh.length, errp)) {
+            free(*p);
+            *p = NULL;
+            return 0;
+        }
+        *len = fh.length;
+        switch (fh.type) {
+        case MIG2_FRAME_ERROR:
+            *errp = mig_peer_error_text(*p, fh.length);
+            free(*p);
+            *p = NULL;
+            return 0;
+        case MIG2_FRAME_DONE:
+        case MIG2_FRAME_SYNC_ACK:
+            return fh.type;
+        default:
+            free(*p);
+            *p = NULL;
+            if (fh.flags & MIG2_FRAME_FLAG_CRITICAL) {
+                *errp = mig_strf("destination sent unexpected frame 0x%04x",
+                                 fh.type);
+                return 0;
             }
-            return false;
         }
-        if (fh.type == MIG2_FRAME_ERROR) {
-            *errp = mig_peer_error_text(p, fh.length);
-            free(p);
-            return false;
-        }
+    }
+}
+
+/*
+ * While we stream, the destination may only speak up with an ERROR (or
+ * an informative SYNC_ACK): read whatever it already sent.
+ */
+static bool check_peer(Migration *m, Chan *c, char **errp)
+{
+    (void)m;
+    while (chan_readable(c)) {
+        uint8_t *p;
+        uint32_t len;
+        uint16_t t = read_reply(c, "destination connection lost", &p, &len,
+                                errp);
+
         free(p);
-        if (fh.type != MIG2_FRAME_SYNC_ACK &&
-            (fh.flags & MIG2_FRAME_FLAG_CRITICAL)) {
-            *errp = mig_strf("destination sent unexpected frame 0x%04x",
-                             fh.type);
+        if (t == MIG2_FRAME_DONE) {
+            *errp = strdup("destination sent DONE before END");
             return false;
         }
-        (void)m;
+        if (!t) {
+            return false;
+        }
     }
     return true;
 }
@@ -1010,41 +1046,14 @@ static bool send_devices(Migration *m, Chan *c, const Mig2Engine *e,
 static bool wait_done(Chan *c, char **errp)
 {
     for (;;) {
-        uint8_t h[8];
-        Mig2FrameHeader fh;
         uint8_t *p;
+        uint32_t len;
+        uint16_t t = read_reply(c, "no confirmation from the destination",
+                                &p, &len, errp);
 
-        if (!chan_read(c, h, 8, errp)) {
-            char *e = *errp;
-
-            *errp = mig_strf("no confirmation from the destination: %s", e);
-            free(e);
-            return false;
-        }
-        if (mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
-            *errp = strdup("destination sent an oversized frame");
-            return false;
-        }
-        p = malloc(fh.length ? fh.length : 1);
-        if (!p || !chan_read(c, p, fh.length, errp)) {
-            free(p);
-            return false;
-        }
-        if (fh.type == MIG2_FRAME_DONE) {
-            free(p);
-            return true;
-        }
-        if (fh.type == MIG2_FRAME_ERROR) {
-            *errp = mig_peer_error_text(p, fh.length);
-            free(p);
-            return false;
-        }
         free(p);
-        if (fh.type != MIG2_FRAME_SYNC_ACK &&
-            (fh.flags & MIG2_FRAME_FLAG_CRITICAL)) {
-            *errp = mig_strf("destination sent unexpected frame 0x%04x",
-                             fh.type);
-            return false;
+        if (t != MIG2_FRAME_SYNC_ACK) {
+            return t == MIG2_FRAME_DONE;
         }
     }
 }
@@ -1119,42 +1128,20 @@ bool mig_precopy(Migration *m, Chan *c, MigRoundFn send_round, void *opaque,
 static bool wait_sync_ack(Chan *c, uint32_t round, char **errp)
 {
     for (;;) {
-        uint8_t h[8], body[64];
-        Mig2FrameHeader fh;
         uint8_t *p;
+        uint32_t len;
+        uint16_t t = read_reply(c, "destination connection lost", &p, &len,
+                                errp);
+        bool mine = t == MIG2_FRAME_SYNC_ACK && len == 4 &&
+                    get_be32(p) == round;
 
-        if (!chan_read(c, h, 8, errp)) {
+        free(p);
+        if (t == MIG2_FRAME_DONE) {
+            *errp = strdup("destination sent DONE before END");
             return false;
         }
-        if (mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
-            *errp = strdup("destination sent an oversized frame");
-            return false;
-        }
-        p = fh.length <= sizeof(body) ? body : malloc(fh.length);
-        if (!p || !chan_read(c, p, fh.length, errp)) {
-            if (p != body) {
-                free(p);
-            }
-            return false;
-        }
-        if (fh.type == MIG2_FRAME_ERROR) {
-            *errp = mig_peer_error_text(p, fh.length);
-        } else if (fh.type == MIG2_FRAME_SYNC_ACK && fh.length == 4 &&
-                   get_be32(p) == round) {
-            if (p != body) {
-                free(p);
-            }
-            return true;
-        } else if (fh.type != MIG2_FRAME_SYNC_ACK &&
-                   (fh.flags & MIG2_FRAME_FLAG_CRITICAL)) {
-            *errp = mig_strf("destination sent unexpected frame 0x%04x",
-                             fh.type);
-        }
-        if (p != body) {
-            free(p);
-        }
-        if (*errp) {
-            return false;
+        if (!t || mine) {
+            return mine;
         }
     }
 }
@@ -1220,33 +1207,21 @@ static void salvage_peer_error(Chan *c, char **errp)
 
     c->stall_ms = 500;
     for (i = 0; i < 256; i++) {
-        uint8_t h[8];
-        Mig2FrameHeader fh;
         uint8_t *p;
-        char *ignored = NULL;
+        uint32_t len;
+        char *why = NULL;
 
-        if (!chan_read(c, h, 8, &ignored) ||
-            mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
-            free(ignored);
-            return;
-        }
-        p = malloc(fh.length ? fh.length : 1);
-        if (!p || !chan_read(c, p, fh.length, &ignored)) {
+        if (read_reply(c, "", &p, &len, &why)) {
             free(p);
-            free(ignored);
-            return;
+            continue;
         }
-        if (fh.type == MIG2_FRAME_ERROR) {
-            char *text = mig_peer_error_text(p, fh.length);
-
-            if (text) {
-                free(*errp);
-                *errp = text;
-            }
-            free(p);
-            return;
+        if (why && strstr(why, "destination reported")) {
+            free(*errp);
+            *errp = why;
+        } else {
+            free(why);
         }
-        free(p);
+        return;
     }
 }
 
