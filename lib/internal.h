@@ -101,6 +101,12 @@ struct Mig2Profile {
 
 const Mig2ConfigDef *mig2_profile_known(const Mig2Profile *p,
                                         const char *name);
+/*
+ * Add a device whose @id is already valid (decoded or copied), taking
+ * ownership of it (freed on failure; NULL means allocation failed).
+ */
+int mig2_profile_take_device(Mig2Profile *p, char *id, uint32_t instance,
+                             uint32_t vmin, uint32_t vmax);
 const Mig2Policy *mig2_profile_policy(const Mig2Profile *p,
                                       const char *name);
 /* Append helpers that take ownership-free copies of already valid data. */

@@ -381,7 +381,6 @@ static int decode_device(DecodeCtx *c, Mig2Reader *v, Mig2Profile *p,
     uint32_t inst, vmin, vmax;
     const char *s;
     size_t n;
-    char *id;
     int rc, dev;
 
     if ((rc = mig2_rd_str8(v, &s, &n)) || (rc = mig2_rd_u32(v, &inst)) ||
@@ -393,11 +392,8 @@ static int decode_device(DecodeCtx *c, Mig2Reader *v, Mig2Profile *p,
         return malformed(c, "device", index, "version min <= max",
                          MIG2_ERR_BAD_VALUE);
     }
-    if (!(id = mig2_strndup(s, n))) {
-        return MIG2_ERR_NOMEM;
-    }
-    dev = mig2_profile_add_device(p, id, inst, vmin, vmax);
-    free(id);
+    /* The reader validated the id: hand the copy over, no second one. */
+    dev = mig2_profile_take_device(p, mig2_strndup(s, n), inst, vmin, vmax);
     if (dev < 0) {
         return dev == MIG2_ERR_NOMEM ? dev
                                      : malformed(c, "device", index,

@@ -201,12 +201,34 @@ int mig2_profile_add_ram_block(Mig2Profile *p, const char *name,
  * not here: a linear scan per add would make a 10,000-device profile
  * quadratic.
  */
+int mig2_profile_take_device(Mig2Profile *p, char *id, uint32_t instance,
+                             uint32_t vmin, uint32_t vmax)
+{
+    Mig2Device *d;
+
+    if (!id) {
+        return MIG2_ERR_NOMEM;
+    }
+    if (p->n_devices >= MIG2_MAX_DEVICES) {
+        free(id);
+        return MIG2_ERR_LIMIT;
+    }
+    if (GROW(p->devices, p->n_devices, p->cap_devices)) {
+        free(id);
+        return MIG2_ERR_NOMEM;
+    }
+    d = &p->devices[p->n_devices];
+    memset(d, 0, sizeof(*d));
+    d->id = id;
+    d->instance = instance;
+    d->vmin = vmin;
+    d->vmax = vmax;
+    return (int)p->n_devices++;
+}
+
 int mig2_profile_add_device(Mig2Profile *p, const char *id,
                             uint32_t instance, uint32_t vmin, uint32_t vmax)
 {
-    Mig2Device *d;
-    char *n;
-
     if (!p || vmin > vmax) {
         return MIG2_ERR_INVALID_ARG;
     }
@@ -216,17 +238,7 @@ int mig2_profile_add_device(Mig2Profile *p, const char *id,
     if (p->n_devices >= MIG2_MAX_DEVICES) {
         return MIG2_ERR_LIMIT;
     }
-    if (GROW(p->devices, p->n_devices, p->cap_devices) ||
-        !(n = strdup(id))) {
-        return MIG2_ERR_NOMEM;
-    }
-    d = &p->devices[p->n_devices];
-    memset(d, 0, sizeof(*d));
-    d->id = n;
-    d->instance = instance;
-    d->vmin = vmin;
-    d->vmax = vmax;
-    return (int)p->n_devices++;
+    return mig2_profile_take_device(p, strdup(id), instance, vmin, vmax);
 }
 
 int mig2_profile_add_subsection(Mig2Profile *p, int dev, const char *name,
@@ -484,8 +496,9 @@ Mig2Profile *mig2_profile_dup(const Mig2Profile *p)
     }
     for (i = 0; i < p->n_devices && !rc; i++) {
         const Mig2Device *d = &p->devices[i];
-        int idx = mig2_profile_add_device(c, d->id, d->instance, d->vmin,
-                                          d->vmax);
+        /* Already validated: copy without checking the id again. */
+        int idx = mig2_profile_take_device(c, strdup(d->id), d->instance,
+                                           d->vmin, d->vmax);
 
         rc = idx < 0 ? idx : MIG2_OK;
         for (j = 0; j < d->n_subs && !rc; j++) {
