@@ -57,6 +57,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ram.h"
+
 #define MAX_STREAMS 64
 #define MAX_RUNS 16
 #define HOT_BUF (1u << 20)
@@ -138,44 +140,6 @@ static void set_err(Stream *s, const char *what)
     snprintf(s->err, sizeof(s->err), "%s: %s", what, strerror(errno));
 }
 
-static bool parse_size(const char *str, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-    uint64_t mul = 1;
-
-    errno = 0;
-    v = strtoull(str, &end, 10);
-    if (errno || end == str || *str == '-') {
-        return false;
-    }
-    switch (*end) {
-    case '\0':
-        break;
-    case 'k': case 'K':
-        mul = 1ULL << 10;
-        end++;
-        break;
-    case 'm': case 'M':
-        mul = 1ULL << 20;
-        end++;
-        break;
-    case 'g': case 'G':
-        mul = 1ULL << 30;
-        end++;
-        break;
-    default:
-        return false;
-    }
-    if ((*end == 'b' || *end == 'B') && end[1] == '\0') {
-        end++;
-    }
-    if (*end || v == 0 || v > UINT64_MAX / mul) {
-        return false;
-    }
-    *out = v * mul;
-    return true;
-}
 
 static int parse_streams(const char *str, int *out)
 {
@@ -585,7 +549,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 's':
-            if (!parse_size(optarg, &size)) {
+            if (!ram_parse_size(optarg, &size) || size == 0) {
                 fprintf(stderr, "rawcopy: invalid --size '%s'\n", optarg);
                 return 2;
             }
