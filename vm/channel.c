@@ -807,34 +807,132 @@ int chan_listen(const MigAddr *a, char **bound, char **errp)
     return fd;
 }
 
-bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms, char **errp)
-{
-    Chan waiter;
+/*
+ * Wait for the source's main connection: the first client whose first 8
+ * bytes carry the QEVM magic.  Clients are served side by side, so one
+ * that connects and says nothing (or sends garbage) cannot keep the real
+ * source waiting; each gets @header_ms to show its preamble.
+ */
+#define ACCEPT_PENDING 32
+
+typedef struct AcceptPending {
     int fd;
+    size_t have;
+    int64_t deadline;
+    uint8_t pre[8];
+} AcceptPending;
 
-    /* Waiting for the source has no deadline; only cancel ends it. */
-    chan_init(&waiter, -1, -1, cancel_fd, 0);
-    for (;;) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
+static int64_t now_ms(void)
+{
+    struct timespec ts;
 
-        fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
-        if (fd >= 0) {
-            tune_socket(fd, ss.ss_family != AF_UNIX);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms,
+                 int header_ms, char **errp)
+{
+    AcceptPending pend[ACCEPT_PENDING];
+    int np = 0, i, chosen = -1;
+
+    while (chosen < 0) {
+        struct pollfd pfd[2 + ACCEPT_PENDING];
+        int64_t now = now_ms(), next = -1;
+        int n;
+
+        pfd[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+        pfd[1] = (struct pollfd){ .fd = cancel_fd, .events = POLLIN };
+        for (i = 0; i < np; i++) {
+            pfd[2 + i] = (struct pollfd){ .fd = pend[i].fd, .events = POLLIN };
+            if (next < 0 || pend[i].deadline < next) {
+                next = pend[i].deadline;
+            }
+        }
+        /* Waiting for a source has no deadline; only cancel ends it. */
+        n = poll(pfd, (nfds_t)(2 + np),
+                 next < 0 ? -1 : next > now ? (int)(next - now) : 0);
+        if (n < 0 && errno != EINTR) {
+            *errp = errf("poll failed: %s", strerror(errno));
             break;
         }
-        if (errno == EINTR || errno == ECONNABORTED) {
-            continue;
+        if (n > 0 && cancel_fd >= 0 && (pfd[1].revents & POLLIN)) {
+            *errp = strdup("migration cancelled");
+            break;
         }
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            *errp = errf("accept failed: %s", strerror(errno));
-            return false;
+        now = now_ms();
+        for (i = 0; i < np && chosen < 0; i++) {
+            ssize_t r = 0;
+            bool drop = now >= pend[i].deadline;
+
+            if (n > 0 && pfd[2 + i].revents) {
+                r = read(pend[i].fd, pend[i].pre + pend[i].have,
+                         sizeof(pend[i].pre) - pend[i].have);
+                if (r > 0) {
+                    pend[i].have += (size_t)r;
+                } else if (r == 0 ||
+                           (errno != EAGAIN && errno != EINTR)) {
+                    drop = true;
+                }
+            }
+            if (pend[i].have == sizeof(pend[i].pre)) {
+                /* Not a migration stream: dropped without an answer. */
+                if (pend[i].pre[0] == 'Q' && pend[i].pre[1] == 'E' &&
+                    pend[i].pre[2] == 'V' && pend[i].pre[3] == 'M') {
+                    chosen = i;
+                    break;
+                }
+                drop = true;
+            }
+            if (drop) {
+                close(pend[i].fd);
+                pend[i].fd = -1;
+            }
         }
-        if (wait_fd(&waiter, lfd, POLLIN, errp) < 0) {
-            return false;
+        for (i = 0; chosen < 0 && i < np; i++) {
+            if (pend[i].fd < 0) {
+                pend[i] = pend[--np];
+                i--;
+            }
+        }
+        while (chosen < 0 && n > 0 && (pfd[0].revents & POLLIN)) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
+                             SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+            if (fd < 0) {
+                break;
+            }
+            if (np == ACCEPT_PENDING) {
+                close(fd);
+                continue;
+            }
+            tune_socket(fd, ss.ss_family != AF_UNIX);
+            pend[np].fd = fd;
+            pend[np].have = 0;
+            pend[np].deadline = now + header_ms;
+            np++;
         }
     }
-    chan_init(c, fd, fd, cancel_fd, stall_ms);
+    for (i = 0; i < np; i++) {
+        if (i != chosen && pend[i].fd >= 0) {
+            close(pend[i].fd);
+        }
+    }
+    if (chosen < 0) {
+        return false;
+    }
+    chan_init(c, pend[chosen].fd, pend[chosen].fd, cancel_fd, stall_ms);
+    /* The preamble stays readable for whoever parses the stream. */
+    c->buf = malloc(sizeof(pend[chosen].pre));
+    if (!c->buf) {
+        chan_close(c);
+        *errp = strdup("out of memory");
+        return false;
+    }
+    memcpy(c->buf, pend[chosen].pre, sizeof(pend[chosen].pre));
+    c->len = c->cap = sizeof(pend[chosen].pre);
     return true;
 }
 

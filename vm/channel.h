@@ -65,9 +65,13 @@ bool chan_open_outgoing(Chan *c, const MigAddr *a, int cancel_fd,
 
 /* Destination side: a listening socket (tcp/unix), reported address. */
 int chan_listen(const MigAddr *a, char **bound, char **errp);
-/* Wait for one connection (no deadline, cancellable). */
+/*
+ * Wait for the main connection: the first client to send the QEVM magic
+ * (no deadline for that, cancellable); each client gets @header_ms to
+ * send its first 8 bytes, which stay in @c's buffer.
+ */
 bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms,
-                 char **errp);
+                 int header_ms, char **errp);
 /* Destination side of exec:/file: open for reading. */
 bool chan_open_incoming_stream(Chan *c, const MigAddr *a, int cancel_fd,
                                int stall_ms, char **errp);

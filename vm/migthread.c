@@ -291,7 +291,8 @@ static void *incoming_thread(void *opaque)
          * The listener stays open: v2 admits extra channels through it
          * and refuses other sources there; it closes when the run ends.
          */
-        ok = chan_accept(&c, m->listen_fd, m->cancel_pipe[0], stall, &err);
+        ok = chan_accept(&c, m->listen_fd, m->cancel_pipe[0], stall,
+                         stall < 5000 && stall > 0 ? stall : 5000, &err);
     } else {
         ok = chan_open_incoming_stream(&c, &m->addr, m->cancel_pipe[0], stall,
                                        &err);

@@ -358,6 +358,27 @@ class SilentClientsTest(ChannelCase):
         self.quit_ok(dst)
 
 
+    def test_silent_clients_before_the_source(self):
+        """Clients that connect first and send nothing (or garbage) do
+        not take the main connection from the real source."""
+        src = self.source('src')
+        dst, addr = self.incoming('dst', '--memory', '64M')
+        self.set_multifd(src, 2)
+        port = int(addr['port'])
+        for i in range(6):
+            s = socket.create_connection(('127.0.0.1', port))
+            self.addCleanup(s.close)
+            if i % 2:
+                s.sendall(b'GET / HTTP/1.0\r\n\r\n')
+        t0 = time.monotonic()
+        info, dinfo = self.migrate(src, dst, addr)
+        self.check_done(src, dst, info=info)
+        # No waiting out a header deadline for the silent ones.
+        self.assertLess(time.monotonic() - t0, scaled(4))
+        self.quit_ok(src)
+        self.quit_ok(dst)
+
+
 class RogueTest(ChannelCase):
     """Connections that must not join a running migration."""
 
