@@ -322,14 +322,16 @@ class PeerTest(VmTestCase):
         self.quit_ok(src)
 
     def test_destination_refuses_bad_streams(self):
-        """Bad magic, an unknown version, a short preamble: closed without
-        a word; a malformed v4 handshake or an unknown critical frame:
-        answered with an ERROR frame.  The destination never loads
-        anything and stays (exit-on-error false) or exits 1."""
+        """Bad magic or a short preamble: not a source, closed without a
+        word while the destination keeps waiting (spec 3.1).  An unknown
+        version: closed without a word, the migration fails.  A malformed
+        v4 handshake or an unknown critical frame: answered with an ERROR
+        frame.  The destination never loads anything and stays
+        (exit-on-error false) or exits 1."""
         cases = [
-            (b'HELLO WORLD!', 'bad magic', False),
+            (b'HELLO WORLD!', None, False),
             (b'QEVM\0\0\0\5junk', 'version 5', False),
-            (b'QEV', 'before its 8-byte header', False),
+            (b'QEV', None, False),
             (b'QEVM\0\0\0\4\x00\x01\x00\x01\x00\x00\x00\x04abcd',
              'malformed src-hello', True),
             (b'QEVM\0\0\0\4\x7f\x01\x00\x01\x00\x00\x00\x00',
@@ -364,7 +366,14 @@ class PeerTest(VmTestCase):
                     self.assertEqual(data[:4], b'\x00\x0f\x00\x01', data)
                 else:
                     self.assertEqual(data, b'')
-                if stay:
+                if reason is None:
+                    # Not a source: the destination still waits for one.
+                    time.sleep(0.3)
+                    self.assertEqual(dst.query_migrate()['status'], 'setup')
+                    self.assertEqual(dst.status(), 'inmigrate')
+                    self.assertEqual(dst.digest(), before)
+                    self.quit_ok(dst)
+                elif stay:
                     dinfo = wait_migration(dst, FINAL_STATUSES)
                     self.assertEqual(dinfo['status'], 'failed', dinfo)
                     self.assertIn(reason, dinfo['error-desc'])
