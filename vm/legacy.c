@@ -430,6 +430,13 @@ static bool load_ram(Migration *m, In *in, uint64_t *pages)
             } else {
                 ram_note_written(&vm->ram, addr);
             }
+            pthread_mutex_lock(&m->lock);
+            if (flags & RAM_ZERO) {
+                m->stats.duplicate++;
+            } else {
+                m->stats.normal++;
+            }
+            pthread_mutex_unlock(&m->lock);
             (*pages)++;
             continue;
         }
@@ -550,6 +557,10 @@ bool mig_v3_destination(Migration *m, Chan *c, char **errp)
     uint32_t ram_id = UINT32_MAX;
     uint64_t pages = 0;
     size_t loaded = 0;
+
+    pthread_mutex_lock(&m->lock);
+    m->stats.total = m->vm->ram.size;
+    pthread_mutex_unlock(&m->lock);
 
     mig_set_status(m, MIG_STATUS_ACTIVE);
     for (;;) {

@@ -1446,6 +1446,8 @@ bool mig_load_ram(Migration *m, Chan *c, const Mig2Engine *e, uint32_t len,
     *pages += n;
     pthread_mutex_lock(&m->lock);
     m->stats.transferred += len + 8;
+    m->stats.normal += data_pages;
+    m->stats.duplicate += n - data_pages;
     pthread_mutex_unlock(&m->lock);
     return true;
 }
@@ -1538,6 +1540,9 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
     bool ok = true, done = false;
 
     ls.loaded = calloc(mig2_result_device_count(e) + 1, sizeof(bool));
+    pthread_mutex_lock(&m->lock);
+    m->stats.total = m->vm->ram.size;
+    pthread_mutex_unlock(&m->lock);
     /*
      * The listening socket stays ours for the whole migration: extra
      * channels join through it, and anything else is refused there.
