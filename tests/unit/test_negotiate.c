@@ -21,6 +21,8 @@
 
 #include "internal.h"
 
+#include "harness.h"
+
 /* Chunk sizes for pump(): whole buffers, single bytes, 7 bytes. */
 static const size_t chunks[] = { 0, 1, 7 };
 #define N_CHUNKS (sizeof(chunks) / sizeof(chunks[0]))
@@ -28,59 +30,6 @@ static const size_t chunks[] = { 0, 1, 7 };
 /* ---------------------------------------------------------------- */
 /* Byte buffers and frames                                           */
 /* ---------------------------------------------------------------- */
-
-typedef struct Buf {
-    uint8_t *p;
-    size_t len, cap;
-} Buf;
-
-static void buf_add(Buf *b, const void *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        b->p = realloc(b->p, cap);
-        assert_non_null(b->p);
-        b->cap = cap;
-    }
-    if (n) {
-        memcpy(b->p + b->len, p, n);
-    }
-    b->len += n;
-}
-
-typedef struct Frame {
-    uint16_t type;
-    uint16_t flags;
-    uint32_t len;
-    const uint8_t *payload;
-} Frame;
-
-#define MAX_FRAMES 16
-
-/* Split @buf into frames; it must hold whole frames only. */
-static size_t frames_of(const uint8_t *buf, size_t len, Frame *f, size_t max)
-{
-    size_t off = 0, n = 0;
-
-    while (off < len) {
-        assert_true(len - off >= MIG2_FRAME_HEADER_LEN);
-        assert_true(n < max);
-        f[n].type = (uint16_t)(buf[off] << 8 | buf[off + 1]);
-        f[n].flags = (uint16_t)(buf[off + 2] << 8 | buf[off + 3]);
-        f[n].len = (uint32_t)buf[off + 4] << 24 |
-                   (uint32_t)buf[off + 5] << 16 |
-                   (uint32_t)buf[off + 6] << 8 | buf[off + 7];
-        f[n].payload = buf + off + MIG2_FRAME_HEADER_LEN;
-        assert_true(len - off - MIG2_FRAME_HEADER_LEN >= f[n].len);
-        off += MIG2_FRAME_HEADER_LEN + f[n].len;
-        n++;
-    }
-    return n;
-}
 
 /* Like frames_of(), leaving out grease frames. */
 static size_t real_frames_of(const uint8_t *buf, size_t len, Frame *f,
@@ -104,35 +53,6 @@ static size_t real_frames_of(const uint8_t *buf, size_t len, Frame *f,
 /* ---------------------------------------------------------------- */
 /* Two engines back to back                                          */
 /* ---------------------------------------------------------------- */
-
-#define MAX_EV 16
-
-typedef struct Side {
-    Mig2Engine *e;
-    Mig2EventType ev[MAX_EV];
-    const Mig2Error *ev_err[MAX_EV];
-    size_t n_ev;
-    ssize_t rc;         /* first negative recv() result, 0 if none */
-    size_t left;        /* bytes recv() left to the caller */
-    Buf sent;           /* every byte this side queued */
-} Side;
-
-typedef struct Pair {
-    Side s;
-    Side d;
-} Pair;
-
-static void drain_events(Side *s)
-{
-    Mig2Event ev;
-
-    while (mig2_engine_next_event(s->e, &ev)) {
-        assert_true(s->n_ev < MAX_EV);
-        s->ev[s->n_ev] = ev.type;
-        s->ev_err[s->n_ev] = ev.error;
-        s->n_ev++;
-    }
-}
 
 /* Move @from's queued output into @to, @chunk bytes per recv (0: all). */
 static bool move(Side *from, Side *to, size_t chunk)
@@ -256,19 +176,6 @@ static void add_sub(Mig2Profile *p, int dev, const char *name, bool needed)
 /* ---------------------------------------------------------------- */
 /* Assertions                                                        */
 /* ---------------------------------------------------------------- */
-
-static void assert_problem(const Mig2Error *err, size_t i, unsigned kind,
-                           const char *path, const char *expected,
-                           const char *actual)
-{
-    assert_true(i < err->n_problems);
-    assert_string_equal(mig2_problem_kind_name(err->problems[i].kind),
-                        mig2_problem_kind_name(kind));
-    assert_int_equal(err->problems[i].kind, kind);
-    assert_string_equal(err->problems[i].path, path);
-    assert_string_equal(err->problems[i].expected, expected);
-    assert_string_equal(err->problems[i].actual, actual);
-}
 
 /* Same code, message and problem list (from_peer aside). */
 static void assert_same_error(const Mig2Error *a, const Mig2Error *b)
