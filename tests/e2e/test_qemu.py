@@ -14,8 +14,8 @@ import subprocess
 import time
 import unittest
 
-from vmlib import (FINAL_STATUSES, MiB, Qmp, QmpClosed, VmTestCase,
-                   _die_with_parent, handshake_channels, make_memory_file,
+from vmlib import (FINAL_STATUSES, MiB, VmTestCase, _die_with_parent,
+                   connect_qmp, handshake_channels, make_memory_file,
                    scaled, wait_migration, wait_state)
 
 QEMU = shutil.which('qemu-system-x86_64')
@@ -44,27 +44,9 @@ class Qemu:
         self.qmp = None
 
     def start(self, timeout=None):
-        timeout = timeout if timeout is not None else scaled(20)
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError('%s exited with %s at start: %s'
-                                   % (self.name, self.proc.returncode,
-                                      self.stderr()))
-            if os.path.exists(self.qmp_path):
-                try:
-                    self.qmp = Qmp(self.qmp_path)
-                    self.qmp.negotiate()
-                    return self
-                except (OSError, QmpClosed) as e:
-                    last = e
-                    if self.qmp:
-                        self.qmp.close()
-                        self.qmp = None
-            time.sleep(0.02)
-        raise RuntimeError('%s: QMP not ready within %.1f s (%s)'
-                           % (self.name, timeout, last))
+        self.qmp = connect_qmp(
+            self, timeout if timeout is not None else scaled(20))
+        return self
 
     def execute(self, name, args=None):
         return self.qmp.execute(name, args)

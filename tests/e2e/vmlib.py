@@ -302,26 +302,8 @@ class Vm:
                                      stdout=subprocess.DEVNULL,
                                      stderr=self._stderr, env=self.env,
                                      preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError('%s exited with %s at start: %s'
-                                   % (self.name, self.proc.returncode,
-                                      self.stderr()))
-            if os.path.exists(self.qmp_path):
-                try:
-                    self.qmp = Qmp(self.qmp_path)
-                    self.qmp.negotiate()
-                    return self
-                except (OSError, QmpClosed) as e:
-                    last = e
-                    if self.qmp:
-                        self.qmp.close()
-                        self.qmp = None
-            time.sleep(0.02)
-        raise RuntimeError('%s: QMP socket not ready within %.1f s (%s)'
-                           % (self.name, timeout, last))
+        self.qmp = connect_qmp(self, timeout)
+        return self
 
     @property
     def pid(self):
@@ -417,6 +399,32 @@ class Vm:
         """The TCP port an incoming migration listens on."""
         addr = self.query_migrate()['socket-address'][0]
         return int(addr.rsplit(':', 1)[1])
+
+
+def connect_qmp(proc_owner, timeout):
+    """Wait until @proc_owner's process (mig2-vm or QEMU: anything with
+    .proc, .qmp_path, .name and .stderr()) answers on its QMP socket, and
+    return the negotiated client.  Fails at once if the process exits."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc_owner.proc.poll() is not None:
+            raise RuntimeError('%s exited with %s at start: %s'
+                               % (proc_owner.name, proc_owner.proc.returncode,
+                                  proc_owner.stderr()))
+        if os.path.exists(proc_owner.qmp_path):
+            qmp = None
+            try:
+                qmp = Qmp(proc_owner.qmp_path)
+                qmp.negotiate()
+                return qmp
+            except (OSError, QmpClosed) as e:
+                last = e
+                if qmp:
+                    qmp.close()
+        time.sleep(0.02)
+    raise RuntimeError('%s: QMP socket not ready within %.1f s (%s)'
+                       % (proc_owner.name, timeout, last))
 
 
 def digest(vm):
