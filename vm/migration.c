@@ -768,6 +768,10 @@ bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
     int n_iov = 2;
     size_t len;
 
+    /* A dense batch (round 0, mostly) is mapped in one call; see ram.h. */
+    if (zero_flag && n && pages[n - 1] - pages[0] < 2 * (uint64_t)n) {
+        ram_map_range(&m->vm->ram, pages[0], pages[n - 1]);
+    }
     for (i = 0; i < n; i++) {
         const uint8_t *host = m->vm->ram.host + pages[i] * RAM_PAGE_SIZE;
         bool zero = zero_flag && ram_is_zero(host, RAM_PAGE_SIZE);

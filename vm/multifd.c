@@ -31,7 +31,8 @@
 
 #include "migration_int.h"
 
-#define QUEUE_DEPTH 4
+/* Batches queued per channel: 8 x 2 MiB keeps a sender busy between refills. */
+#define QUEUE_DEPTH 8
 
 typedef enum JobKind { JOB_PAGES, JOB_SYNC } JobKind;
 
@@ -50,6 +51,8 @@ typedef struct Sender {
     Chan c;
     Job queue[QUEUE_DEPTH];
     unsigned head, count;
+    pthread_cond_t wake;        /* work queued for an idle sender */
+    bool idle;                  /* waiting on @wake */
     bool ready;                 /* accepted by the destination */
     bool done;                  /* thread finished */
 } Sender;
@@ -60,11 +63,53 @@ struct Multifd {
     unsigned n;
     bool zero;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond;        /* for the migration thread */
+    unsigned waiters;           /* migration thread waiting on @cond */
     bool stopping;
     char *err;                  /* first failure of any channel */
     Sender *s;
 };
+
+/*
+ * Wake everyone (caller holds the lock): for rare events only -- errors,
+ * a channel joining or ending, stop.  Page batches wake just the one
+ * sender they are queued on, and a finished batch wakes the migration
+ * thread only when it waits, so the steady state costs no wakeups (on a
+ * VM each cross-CPU wakeup is an IPI, hence a VM exit).
+ */
+static void wake_all(Multifd *f)
+{
+    unsigned i;
+
+    pthread_cond_broadcast(&f->cond);
+    for (i = 0; i < f->n; i++) {
+        pthread_cond_signal(&f->s[i].wake);
+    }
+}
+
+/* Wait on @f->cond for at most 50 ms, so a cancel is noticed. */
+static void wait_main(Multifd *f)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 50 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    f->waiters++;
+    pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+    f->waiters--;
+}
+
+static void queued(Sender *s)
+{
+    s->count++;
+    if (s->idle) {
+        pthread_cond_signal(&s->wake);
+    }
+}
 
 static void sender_fail(Sender *s, char *msg)
 {
@@ -75,7 +120,7 @@ static void sender_fail(Sender *s, char *msg)
         f->err = mig_strf("multifd channel %u: %s", s->index,
                           msg ? msg : "failed");
     }
-    pthread_cond_broadcast(&f->cond);
+    wake_all(f);
     pthread_mutex_unlock(&f->lock);
     free(msg);
 }
@@ -206,7 +251,9 @@ static void *sender_main(void *opaque)
             /* A test's missing channel: stay silent, never finish. */
             pthread_mutex_lock(&f->lock);
             while (!f->stopping && !f->err) {
-                pthread_cond_wait(&f->cond, &f->lock);
+                s->idle = true;
+                pthread_cond_wait(&s->wake, &f->lock);
+                s->idle = false;
             }
             pthread_mutex_unlock(&f->lock);
             goto out;
@@ -222,13 +269,15 @@ static void *sender_main(void *opaque)
     }
     pthread_mutex_lock(&f->lock);
     s->ready = true;
-    pthread_cond_broadcast(&f->cond);
+    wake_all(f);
     for (;;) {
         Job *j;
         bool ok;
 
         while (!s->count && !f->stopping && !f->err) {
-            pthread_cond_wait(&f->cond, &f->lock);
+            s->idle = true;
+            pthread_cond_wait(&s->wake, &f->lock);
+            s->idle = false;
         }
         if (!s->count || f->err) {
             break;
@@ -248,7 +297,14 @@ static void *sender_main(void *opaque)
         pthread_mutex_lock(&f->lock);
         s->head = (s->head + 1) % QUEUE_DEPTH;
         s->count--;
-        pthread_cond_broadcast(&f->cond);
+        /*
+         * Wake a waiting migration thread only once half the queue is
+         * free, so that it refills several slots per wakeup instead of
+         * preempting a busy thread for every batch.
+         */
+        if (f->waiters && s->count <= QUEUE_DEPTH / 2) {
+            pthread_cond_signal(&f->cond);
+        }
         if (!ok) {
             pthread_mutex_unlock(&f->lock);
             sender_fail(s, err);
@@ -261,7 +317,7 @@ static void *sender_main(void *opaque)
 out:
     pthread_mutex_lock(&f->lock);
     s->done = true;
-    pthread_cond_broadcast(&f->cond);
+    wake_all(f);
     pthread_mutex_unlock(&f->lock);
     return NULL;
 }
@@ -283,6 +339,9 @@ Multifd *mfd_source_start(Migration *m, const Mig2Engine *e, unsigned n,
     f->zero = zero;
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->cond, NULL);
+    for (i = 0; i < n; i++) {
+        pthread_cond_init(&f->s[i].wake, NULL);
+    }
     for (i = 0; i < n; i++) {
         f->s[i].f = f;
         f->s[i].index = i;
@@ -354,23 +413,11 @@ int mfd_source_dispatch(Multifd *f, const uint64_t *pages, uint32_t n,
             j->kind = JOB_PAGES;
             j->n = n;
             memcpy(j->pages, pages, n * sizeof(*pages));
-            best->count++;
-            pthread_cond_broadcast(&f->cond);
+            queued(best);
             pthread_mutex_unlock(&f->lock);
             return 0;
         }
-        {
-            struct timespec ts;
-
-            /* Bounded waits so a cancel is noticed. */
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&f->cond, &f->lock, &ts);
-        }
+        wait_main(f);
     }
 }
 
@@ -385,15 +432,7 @@ bool mfd_source_sync(Multifd *f, uint32_t round, char **errp)
 
         while (s->count == QUEUE_DEPTH && !f->err && !s->done &&
                !mig_cancelled(f->m)) {
-            struct timespec ts;
-
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+            wait_main(f);
         }
         if (f->err || s->done || mig_cancelled(f->m)) {
             *errp = strdup(f->err ? f->err
@@ -404,9 +443,8 @@ bool mfd_source_sync(Multifd *f, uint32_t round, char **errp)
         }
         s->queue[(s->head + s->count) % QUEUE_DEPTH].kind = JOB_SYNC;
         s->queue[(s->head + s->count) % QUEUE_DEPTH].round = round;
-        s->count++;
+        queued(s);
     }
-    pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&f->lock);
     return true;
 }
@@ -425,7 +463,9 @@ bool mfd_source_flush(Multifd *f, char **errp)
         if (f->err || !busy) {
             break;
         }
+        f->waiters++;
         pthread_cond_wait(&f->cond, &f->lock);
+        f->waiters--;
     }
     if (f->err) {
         *errp = strdup(f->err);
@@ -445,7 +485,7 @@ void mfd_source_stop(Multifd *f)
     }
     pthread_mutex_lock(&f->lock);
     f->stopping = true;
-    pthread_cond_broadcast(&f->cond);
+    wake_all(f);
     pthread_mutex_unlock(&f->lock);
     for (i = 0; i < f->n; i++) {
         if (f->s[i].started) {
@@ -454,6 +494,9 @@ void mfd_source_stop(Multifd *f)
         if (f->s[i].c.rfd >= 0 || f->s[i].c.wfd >= 0) {
             chan_close(&f->s[i].c);
         }
+    }
+    for (i = 0; i < f->n; i++) {
+        pthread_cond_destroy(&f->s[i].wake);
     }
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cond);

@@ -77,8 +77,11 @@ bool ram_block_init(RamBlock *b, const char *name, uint64_t size,
     return true;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22       /* Linux 5.14; older headers lack it */
+#endif
 #ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23      /* Linux 5.14; older headers lack it */
+#define MADV_POPULATE_WRITE 23
 #endif
 
 bool ram_prealloc(RamBlock *b, char **errp)
@@ -194,6 +197,15 @@ void ram_zero_page(RamBlock *b, uint64_t off)
 
     if ((written || b->file_backed) && !ram_is_zero(host, RAM_PAGE_SIZE)) {
         memset(host, 0, RAM_PAGE_SIZE);
+    }
+}
+
+void ram_map_range(RamBlock *b, uint64_t first, uint64_t last)
+{
+    if (first <= last && last < b->n_pages) {
+        /* Errors only mean the pages fault in later, as without this. */
+        (void)madvise(b->host + first * RAM_PAGE_SIZE,
+                      (last - first + 1) * RAM_PAGE_SIZE, MADV_POPULATE_READ);
     }
 }
 

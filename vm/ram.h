@@ -64,6 +64,15 @@ void ram_note_written(RamBlock *b, uint64_t off);
 /* Make the page at @off zero, touching it only when it may not be. */
 void ram_zero_page(RamBlock *b, uint64_t off);
 
+/*
+ * Source side, before reading pages [@first, @last]: map the range into
+ * the page tables with one call.  The zero-page check is the first touch
+ * of each page; faulting them in one by one (16 pages per fault on a file
+ * mapping) costs the check three times what it costs on mapped pages.
+ * Advisory: does nothing on kernels without MADV_POPULATE_READ.
+ */
+void ram_map_range(RamBlock *b, uint64_t first, uint64_t last);
+
 /* True when @len bytes at @p are all zero. */
 bool ram_is_zero(const uint8_t *p, size_t len);
 
