@@ -1691,6 +1691,10 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
         *errp = NULL;
         load_error(c, MIG2_WIRE_TIMEOUT, errp, werr);
         werr = NULL;
+    } else if (!ok && mig_cancelled(m)) {
+        /* quit or a signal: the source learns why instead of a reset. */
+        mig_send_error(c, MIG2_WIRE_CANCELLED,
+                       "the destination is shutting down");
     }
     free(ls.loaded);
     mfd_dest_stop(mfd);
