@@ -84,7 +84,7 @@ static void feature_label(uint16_t id, char *buf, size_t len)
 int mig2_check_required_features(const Mig2Profile *a, const Mig2Profile *b,
                                  Mig2Error *err)
 {
-    char label[16];
+    char label[32];     /* the longest registered name, or 0xNNNN */
     size_t i;
     int rc;
 
