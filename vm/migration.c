@@ -854,6 +854,30 @@ bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
                               ? (uint64_t)n * RAM_PAGE_SIZE
                               : m->stats.remaining;
     pthread_mutex_unlock(&m->lock);
+    if (c->tap && normal) {
+        /*
+         * A running guest may change a page between writev and the tap
+         * that hashes it: a digest must cover the bytes written, so they
+         * are copied once and both use the copy.
+         */
+        uint8_t *bounce = malloc((size_t)normal * RAM_PAGE_SIZE), *at;
+        bool ok;
+        int k;
+
+        if (!bounce) {
+            *errp = strdup("out of memory");
+            return false;
+        }
+        for (k = 2, at = bounce; k < n_iov; k++) {
+            memcpy(at, iov[k].iov_base, iov[k].iov_len);
+            at += iov[k].iov_len;
+        }
+        iov[2].iov_base = bounce;
+        iov[2].iov_len = (size_t)normal * RAM_PAGE_SIZE;
+        ok = chan_writev(c, iov, 3, errp);
+        free(bounce);
+        return ok;
+    }
     return chan_writev(c, iov, n_iov, errp);
 }
 
