@@ -15,7 +15,7 @@ import unittest
 
 from vmlib import (FINAL_STATUSES, MiB, VmTestCase, channels,
                    handshake_info, make_memory_file, migrate_args, scaled,
-                   tcp_addr, wait_migration, wait_state)
+                   wait_migration, wait_state, wait_transferred)
 
 MEM = ('--memory', '64M')
 V3 = b'QEVM\0\0\0\3'
@@ -451,6 +451,37 @@ class OnewayTest(VmTestCase):
         self.assertEqual(wait_migration(dst, FINAL_STATUSES)['status'],
                          'completed')
         self.assertEqual(dst.digest(), src.digest())
+        self.quit_ok(dst)
+        self.quit_ok(src)
+
+    def test_v4_cancelled_save_says_so(self):
+        """A save cancelled half-way ends its file with ERROR cancelled:
+        a later restore reports the writer's reason, not just a short
+        file, and does not start the guest."""
+        mem = make_memory_file(os.path.join(self.tmp, 'ram'), 64 * MiB,
+                               seed=9)
+        src = self.vm('src', *MEM, '--memory-file', mem)
+        src.execute('migrate-set-parameters', {'x-oneway-format': 'v4',
+                                               'max-bandwidth': 8 * MiB})
+        path = os.path.join(self.tmp, 'half.v4')
+        src.execute('migrate', {'uri': 'file:' + path})
+        wait_transferred(src, 2 * MiB)
+        src.execute('migrate-cancel')
+        info = wait_migration(src, FINAL_STATUSES)
+        self.assertEqual(info['status'], 'cancelled', info)
+        self.assertEqual(src.status(), 'running')
+        with open(path, 'rb') as f:
+            data = f.read()
+        last = frames(data)[-1]
+        self.assertEqual(last[1], 0x000f)       # ERROR
+        self.assertEqual(struct.unpack('>I', data[last[0] + 8:
+                                                  last[0] + 12])[0], 7)
+        dst = self.restore('dst', 'file:' + path, exit_on_error=False)
+        dinfo = wait_migration(dst, FINAL_STATUSES)
+        self.assertEqual(dinfo['status'], 'failed', dinfo)
+        self.assertIn('source reported peer error (cancelled)',
+                      dinfo['error-desc'])
+        self.assertEqual(dst.status(), 'inmigrate')
         self.quit_ok(dst)
         self.quit_ok(src)
 
