@@ -21,6 +21,7 @@ typedef enum EngState {
     ST_SRC_EXPECT_READY,
     ST_DST_EXPECT_PREAMBLE,
     ST_DST_EXPECT_SRC_HELLO,
+    ST_DST_EXPECT_MANIFEST,     /* one-way: the stream's first frame */
     ST_DST_EXPECT_FINISHED,
     ST_COMPLETE,
     ST_FAILED,
@@ -37,6 +38,7 @@ static const char channel_key_label[] = "mig2 channel key";
 struct Mig2Engine {
     Mig2Role role;
     EngState st;
+    bool oneway;                /* one-way v4 stream: nothing goes back */
     Mig2Profile *local;
     Mig2Hello mine;             /* mine.profile aliases local */
     Mig2Hello peer;
@@ -134,6 +136,12 @@ static int fail_with_error(Mig2Engine *e, int status)
     size_t mark = e->out.len;
 
     e->error.from_peer = false;
+    if (e->oneway) {
+        /* Nobody reads a one-way stream's answer: report it locally. */
+        e->st = ST_FAILED;
+        push_event(e, MIG2_EV_FAILED);
+        return status;
+    }
     mig2_error_encode(&e->out, &e->error);
     if (mig2_wr_error(&e->out)) {
         Mig2Error slim = {
@@ -181,6 +189,7 @@ static const char *frame_name(uint16_t type)
     case MIG2_FRAME_DST_HELLO: return "DST_HELLO";
     case MIG2_FRAME_FINISHED: return "FINISHED";
     case MIG2_FRAME_READY: return "READY";
+    case MIG2_FRAME_MANIFEST: return "MANIFEST";
     case MIG2_FRAME_ERROR: return "ERROR";
     default: return "unknown";
     }
@@ -285,7 +294,8 @@ static int results_build(Mig2Engine *e, const Mig2Profile *src,
                          const Mig2Hello *outcomes,
                          const Mig2DevChoice *choices, size_t n_choices)
 {
-    const Mig2Profile *peer = e->peer.profile;
+    /* A one-way writer has no peer: what it states is what is in use. */
+    const Mig2Profile *peer = e->peer.profile ? e->peer.profile : e->local;
     size_t i, n;
     int rc;
 
@@ -328,21 +338,6 @@ static int results_build(Mig2Engine *e, const Mig2Profile *src,
     }
     e->ready = true;
     return MIG2_OK;
-}
-
-/* Summarise problems as the ERROR message: count and the first one. */
-static void problems_message(Mig2Error *err, const char *who)
-{
-    if (err->n_problems == 0) {
-        return;
-    }
-    mig2_error_set(err, MIG2_WIRE_INCOMPATIBLE, false,
-                   "%s found %zu problem%s; first: %s %s: expected %s, got %s",
-                   who, err->n_problems + err->n_dropped,
-                   err->n_problems + err->n_dropped == 1 ? "" : "s",
-                   mig2_problem_kind_name(err->problems[0].kind),
-                   err->problems[0].path, err->problems[0].expected,
-                   err->problems[0].actual);
 }
 
 /* ---------------------------------------------------------------- */
@@ -404,11 +399,8 @@ static int dst_on_src_hello(Mig2Engine *e, const uint8_t *p, size_t len)
     src = e->peer.profile;
     e->mine.selected = e->revision;
 
-    if ((rc = mig2_negotiate_config(src, dst, &e->mine, &e->error)) ||
-        (rc = mig2_check_required_features(dst, src, &e->error)) ||
-        (rc = mig2_check_required_features(src, dst, &e->error)) ||
-        (rc = mig2_check_compat(src, dst, &choices, &n_choices, &e->omit,
-                                &e->n_omit, &e->error))) {
+    if ((rc = mig2_evaluate_source(src, dst, &e->mine, &choices, &n_choices,
+                                   &e->omit, &e->n_omit, &e->error))) {
         free(choices);
         return rc;
     }
@@ -430,7 +422,7 @@ static int dst_on_src_hello(Mig2Engine *e, const uint8_t *p, size_t len)
     }
 
     if (e->error.n_problems) {
-        problems_message(&e->error, "destination");
+        mig2_problems_message(&e->error, "destination");
         return fail_with_error(e, MIG2_ERR_INCOMPATIBLE);
     }
     e->round_trips = e->revision >= 2 ? 1 : 2;
@@ -469,6 +461,74 @@ static int dst_on_finished(Mig2Engine *e, const uint8_t *p, size_t len)
             return rc;
         }
     }
+    e->st = ST_COMPLETE;
+    push_event(e, MIG2_EV_COMPLETE);
+    return MIG2_OK;
+}
+
+/*
+ * One-way reader: the stream's first frame.  The revision comes from the
+ * frozen first two TLVs, before anything else is interpreted; the check
+ * waits for FINISHED, so a corrupted manifest is reported as such and
+ * not as problems it invented.
+ */
+static int dst_on_manifest(Mig2Engine *e, const uint8_t *p, size_t len)
+{
+    const Mig2Profile *dst = e->local;
+    uint16_t sel;
+    int rc;
+
+    mig2_error_clear(&e->error);
+    if (mig2_manifest_peek_revision(p, len, &sel) &&
+        (sel < dst->rev_min || sel > dst->rev_max)) {
+        mig2_oneway_revision_error(&e->error, dst->rev_min, dst->rev_max,
+                                   sel);
+        return fail_with_error(e, MIG2_ERR_NO_REVISION);
+    }
+    rc = mig2_hello_decode(p, len, MIG2_FRAME_MANIFEST, &e->peer, &e->error);
+    if (rc) {
+        return rc == MIG2_ERR_NOMEM ? rc : fail_with_error(e, rc);
+    }
+    e->peer_rmin = e->peer.profile->rev_min;
+    e->peer_rmax = e->peer.profile->rev_max;
+    e->revision = e->peer.selected;
+    transcript_close(e);
+    e->st = ST_DST_EXPECT_FINISHED;
+    return MIG2_OK;
+}
+
+/* One-way reader: FINISHED binds the manifest; then the live checks. */
+static int dst_oneway_finished(Mig2Engine *e, const uint8_t *p, size_t len)
+{
+    Mig2DevChoice *choices = NULL;
+    size_t n_choices = 0;
+    int rc;
+
+    if (!check_finished(e, src_finished_label, p, len)) {
+        mig2_error_clear(&e->error);
+        mig2_error_set(&e->error, MIG2_WIRE_TRANSCRIPT, false,
+                       "the one-way stream's FINISHED does not match its "
+                       "MANIFEST: the stream is corrupt");
+        mig2_error_add(&e->error, MIG2_PROB_TRANSCRIPT, "finished",
+                       "verify data over this side's transcript",
+                       "different verify data");
+        return fail_with_error(e, MIG2_ERR_TRANSCRIPT);
+    }
+    mig2_error_clear(&e->error);
+    rc = mig2_evaluate_source(e->peer.profile, e->local, &e->mine, &choices,
+                              &n_choices, &e->omit, &e->n_omit, &e->error);
+    if (!rc) {
+        rc = results_build(e, e->peer.profile, &e->mine, choices, n_choices);
+    }
+    free(choices);
+    if (rc) {
+        return rc;
+    }
+    if (e->error.n_problems) {
+        mig2_problems_message(&e->error, "destination");
+        return fail_with_error(e, MIG2_ERR_INCOMPATIBLE);
+    }
+    push_event(e, MIG2_EV_NEGOTIATED);
     e->st = ST_COMPLETE;
     push_event(e, MIG2_EV_COMPLETE);
     return MIG2_OK;
@@ -549,7 +609,7 @@ static int src_on_finished(Mig2Engine *e, const uint8_t *p, size_t len)
         mig2_error_clear(&e->error);
         e->error = e->deferred;
         memset(&e->deferred, 0, sizeof(e->deferred));
-        problems_message(&e->error, "source");
+        mig2_problems_message(&e->error, "source");
         return fail_with_error(e, MIG2_ERR_INCOMPATIBLE);
     }
     push_event(e, MIG2_EV_NEGOTIATED);
@@ -604,6 +664,7 @@ static uint16_t expected_frame(EngState st)
     case ST_SRC_EXPECT_READY: return MIG2_FRAME_READY;
     case ST_DST_EXPECT_SRC_HELLO: return MIG2_FRAME_SRC_HELLO;
     case ST_DST_EXPECT_FINISHED: return MIG2_FRAME_FINISHED;
+    case ST_DST_EXPECT_MANIFEST: return MIG2_FRAME_MANIFEST;
     default: return 0;
     }
 }
@@ -612,7 +673,7 @@ static bool known_frame(uint16_t type)
 {
     return type == MIG2_FRAME_SRC_HELLO || type == MIG2_FRAME_DST_HELLO ||
            type == MIG2_FRAME_FINISHED || type == MIG2_FRAME_READY ||
-           type == MIG2_FRAME_ERROR;
+           type == MIG2_FRAME_MANIFEST || type == MIG2_FRAME_ERROR;
 }
 
 static int handle_frame(Mig2Engine *e)
@@ -621,7 +682,8 @@ static int handle_frame(Mig2Engine *e)
     const uint8_t *p = e->payload;
     size_t len = h->length;
     bool before_hello = e->st == ST_DST_EXPECT_SRC_HELLO ||
-                        e->st == ST_SRC_EXPECT_DST_HELLO;
+                        e->st == ST_SRC_EXPECT_DST_HELLO ||
+                        e->st == ST_DST_EXPECT_MANIFEST;
     int rc;
 
     /* Every frame of the peer's first flight is part of the transcript. */
@@ -650,7 +712,10 @@ static int handle_frame(Mig2Engine *e)
     case ST_DST_EXPECT_SRC_HELLO:
         return dst_on_src_hello(e, p, len);
     case ST_DST_EXPECT_FINISHED:
-        return dst_on_finished(e, p, len);
+        return e->oneway ? dst_oneway_finished(e, p, len)
+                         : dst_on_finished(e, p, len);
+    case ST_DST_EXPECT_MANIFEST:
+        return dst_on_manifest(e, p, len);
     case ST_SRC_EXPECT_DST_HELLO:
         return src_on_dst_hello(e, p, len);
     case ST_SRC_EXPECT_FINISHED:
@@ -676,7 +741,7 @@ static int on_preamble(Mig2Engine *e)
 
     switch (mig2_stream_detect(e->pre)) {
     case MIG2_STREAM_HANDSHAKE:
-        e->st = ST_DST_EXPECT_SRC_HELLO;
+        e->st = e->oneway ? ST_DST_EXPECT_MANIFEST : ST_DST_EXPECT_SRC_HELLO;
         return mig2_hash_update(e->th, e->pre, sizeof(e->pre));
     case MIG2_STREAM_LEGACY:
         return fail_silently(e, MIG2_ERR_LEGACY_STREAM, MIG2_WIRE_PROTOCOL,
@@ -706,6 +771,14 @@ static int on_unknown_header(Mig2Engine *e)
     const Mig2FrameHeader h = e->fh;
     int rc;
 
+    if (e->st == ST_DST_EXPECT_MANIFEST) {
+        char what[48];
+
+        /* The MANIFEST's place is what tells a one-way stream apart. */
+        snprintf(what, sizeof(what), "frame type 0x%04x", h.type);
+        return fail_protocol(e, "a one-way stream must start with MANIFEST",
+                             "MANIFEST", what);
+    }
     if (h.flags & MIG2_FRAME_FLAG_CRITICAL) {
         char what[48];
 
@@ -886,6 +959,64 @@ static int src_start(Mig2Engine *e)
     return out_commit(e, mark, true);
 }
 
+/*
+ * One-way writer: the whole head of the stream at once.  The engine's
+ * profile becomes the manifest it states, so its results are the choices
+ * every compatible reader will make.
+ */
+static int src_start_oneway(Mig2Engine *e)
+{
+    Mig2Manifest *m = mig2_manifest_from_profile(e->local, e->mine.nonce,
+                                                 NULL);
+    Mig2Hello outcomes = { 0 };
+    Mig2DevChoice *choices = NULL;
+    size_t n_choices = 0, mark = e->out.len;
+    Mig2Error none = { 0 };
+    int rc;
+
+    if (!m) {
+        return MIG2_ERR_NOMEM;
+    }
+    mig2_profile_free(e->local);
+    e->local = e->mine.profile = mig2_profile_dup(mig2_manifest_profile(m));
+    if (!e->local) {
+        mig2_manifest_free(m);
+        return MIG2_ERR_NOMEM;
+    }
+    e->mine.selected = e->revision = mig2_manifest_revision(m);
+    rc = mig2_manifest_write(&e->out, m, e->grease);
+    mig2_manifest_free(m);
+    if (rc) {
+        return rc;
+    }
+    /* The transcript: everything before FINISHED. */
+    if ((rc = mig2_hash_update(e->th, e->out.buf + mark,
+                               e->out.len - mark - MIG2_FRAME_HEADER_LEN -
+                                   MIG2_VERIFY_LEN))) {
+        return rc;
+    }
+    transcript_close(e);
+    e->sent += e->out.len - mark;
+    rc = mig2_evaluate_source(e->local, e->local, &outcomes, &choices,
+                              &n_choices, &e->omit, &e->n_omit, &none);
+    if (!rc) {
+        rc = results_build(e, e->local, &outcomes, choices, n_choices);
+    }
+    free(choices);
+    /* results_build borrowed the outcome values: keep them with ours. */
+    e->mine.outcomes = outcomes.outcomes;
+    e->mine.n_outcomes = outcomes.n_outcomes;
+    e->mine.cap_outcomes = outcomes.cap_outcomes;
+    mig2_error_clear(&none);
+    if (rc) {
+        return rc;
+    }
+    e->st = ST_COMPLETE;
+    push_event(e, MIG2_EV_NEGOTIATED);
+    push_event(e, MIG2_EV_COMPLETE);
+    return MIG2_OK;
+}
+
 Mig2Engine *mig2_engine_new(Mig2Role role, const Mig2Profile *profile,
                             const Mig2EngineOptions *opts, int *status)
 {
@@ -903,6 +1034,14 @@ Mig2Engine *mig2_engine_new(Mig2Role role, const Mig2Profile *profile,
         goto fail;
     }
     e->role = role;
+    e->oneway = opts && opts->oneway;
+    if (e->oneway && role == MIG2_ROLE_DESTINATION) {
+        mig2_profile_free(e->local);
+        e->local = NULL;
+        if ((rc = mig2_oneway_local(profile, &e->local))) {
+            goto fail;
+        }
+    }
     e->mine.profile = e->local;
     e->max_frame = opts && opts->max_frame ? opts->max_frame : MIG2_FRAME_MAX;
     e->grease = !(opts && opts->no_grease);
@@ -916,7 +1055,11 @@ Mig2Engine *mig2_engine_new(Mig2Role role, const Mig2Profile *profile,
     if ((rc = mig2_hash_new(&e->th))) {
         goto fail;
     }
-    if (role == MIG2_ROLE_SOURCE) {
+    if (role == MIG2_ROLE_SOURCE && e->oneway) {
+        if ((rc = src_start_oneway(e))) {
+            goto fail;
+        }
+    } else if (role == MIG2_ROLE_SOURCE) {
         e->st = ST_SRC_EXPECT_DST_HELLO;
         if ((rc = src_start(e))) {
             goto fail;
@@ -1005,7 +1148,8 @@ int mig2_engine_set_binding(Mig2Engine *e, const uint8_t *data, size_t len)
     if (!e || (!data && len) || len > sizeof(e->binding)) {
         return MIG2_ERR_INVALID_ARG;
     }
-    if (e->th_done || e->st == ST_FAILED || e->st == ST_COMPLETE ||
+    if (e->oneway || e->th_done || e->st == ST_FAILED ||
+        e->st == ST_COMPLETE ||
         (e->role == MIG2_ROLE_DESTINATION && e->pre_len > 0)) {
         return MIG2_ERR_STATE;
     }
@@ -1140,7 +1284,13 @@ const uint8_t *mig2_result_session_id(const Mig2Engine *e)
 
 const uint8_t *mig2_result_channel_key(const Mig2Engine *e)
 {
-    return e->st == ST_COMPLETE ? e->channel_key : NULL;
+    /* A one-way stream has no extra channels to authenticate. */
+    return e->st == ST_COMPLETE && !e->oneway ? e->channel_key : NULL;
+}
+
+bool mig2_engine_oneway(const Mig2Engine *e)
+{
+    return e->oneway;
 }
 
 unsigned mig2_result_round_trips(const Mig2Engine *e)

@@ -280,3 +280,18 @@ char *mig2_error_format(const Mig2Error *err)
     }
     return out;
 }
+
+/* Summarise problems as the ERROR message: count and the first one. */
+void mig2_problems_message(Mig2Error *err, const char *who)
+{
+    if (err->n_problems == 0) {
+        return;
+    }
+    mig2_error_set(err, MIG2_WIRE_INCOMPATIBLE, false,
+                   "%s found %zu problem%s; first: %s %s: expected %s, got %s",
+                   who, err->n_problems + err->n_dropped,
+                   err->n_problems + err->n_dropped == 1 ? "" : "s",
+                   mig2_problem_kind_name(err->problems[0].kind),
+                   err->problems[0].path, err->problems[0].expected,
+                   err->problems[0].actual);
+}

@@ -128,6 +128,11 @@ int mig2_error_add(Mig2Error *err, unsigned kind, const char *path,
 int mig2_error_addf(Mig2Error *err, unsigned kind, const char *path_fmt,
                     const char *expected, const char *actual, ...)
     __attribute__((format(printf, 3, 6)));
+/*
+ * When @err holds problems: code incompatible and the summary message
+ * "<who> found N problems; first: ..." that every side uses.
+ */
+void mig2_problems_message(Mig2Error *err, const char *who);
 
 /* ---- messages (lib/message.c) ---- */
 
@@ -150,7 +155,8 @@ typedef struct Mig2Hello {
 void mig2_hello_clear(Mig2Hello *h);
 
 /*
- * Encode a HELLO frame (@type SRC_HELLO or DST_HELLO) from @h into @w.
+ * Encode a HELLO frame (@type SRC_HELLO, DST_HELLO or MANIFEST) from @h
+ * into @w (MANIFEST: @h->selected is the stream's revision).
  * @grease_seed picks the grease TLV (ignored when @grease is false).
  */
 void mig2_hello_encode(Mig2Writer *w, uint16_t type, const Mig2Hello *h,
@@ -207,5 +213,31 @@ int mig2_check_compat(const Mig2Profile *src, const Mig2Profile *dst,
                       Mig2DevChoice **choices, size_t *n_choices,
                       Mig2OmittedSubsection **omitted, size_t *n_omitted,
                       Mig2Error *err);
+
+/*
+ * Everything a destination decides about a source's manifest (spec 8.4):
+ * config outcomes into @outcomes, then REQUIRED features both ways, then
+ * the compatibility check; every problem goes to @err in the order of
+ * section 9.5.  The live handshake and the one-way reader both use it, so
+ * the two report identical problems for identical manifests.
+ */
+int mig2_evaluate_source(const Mig2Profile *src, const Mig2Profile *dst,
+                         Mig2Hello *outcomes, Mig2DevChoice **choices,
+                         size_t *n_choices, Mig2OmittedSubsection **omitted,
+                         size_t *n_omitted, Mig2Error *err);
+
+/* ---- one-way streams (lib/manifest.c) ---- */
+
+/* FINISHED verify data of a one-way stream over @transcript. */
+int mig2_oneway_finished(const uint8_t transcript[MIG2_HASH_LEN],
+                         uint8_t out[MIG2_HASH_LEN]);
+/* SELECTED_REVISION, when the first two TLVs of @p are well formed. */
+bool mig2_manifest_peek_revision(const uint8_t *p, size_t len,
+                                 uint16_t *selected);
+/* Fill @err for a stream revision outside @min..@max; MIG2_ERR_NO_REVISION. */
+int mig2_oneway_revision_error(Mig2Error *err, uint16_t min, uint16_t max,
+                               uint16_t selected);
+/* A copy of @local that implements oneway-manifest. */
+int mig2_oneway_local(const Mig2Profile *local, Mig2Profile **out);
 
 #endif /* MIG2_INTERNAL_H */

@@ -112,7 +112,8 @@ void mig2_hello_encode(Mig2Writer *w, uint16_t type, const Mig2Hello *h,
     mig2_wr_u16(w, p->rev_max);
     mig2_wr_tlv_end(w, m);
 
-    if (type == MIG2_FRAME_DST_HELLO) {
+    /* Second, where there is one: the revision everything after follows. */
+    if (type == MIG2_FRAME_DST_HELLO || type == MIG2_FRAME_MANIFEST) {
         m = mig2_wr_tlv_begin(w, MIG2_TLV_SELECTED_REVISION, true);
         mig2_wr_u16(w, h->selected);
         mig2_wr_tlv_end(w, m);
@@ -143,7 +144,7 @@ void mig2_hello_encode(Mig2Writer *w, uint16_t type, const Mig2Hello *h,
 
     put_manifest(w, p);
 
-    if (type == MIG2_FRAME_SRC_HELLO) {
+    if (type != MIG2_FRAME_DST_HELLO) {
         for (i = 0; i < p->n_config; i++) {
             const Mig2ConfigItem *it = &p->config[i];
 
@@ -234,7 +235,8 @@ void mig2_error_encode(Mig2Writer *w, const Mig2Error *err)
 /* ---------------------------------------------------------------- */
 
 typedef struct DecodeCtx {
-    const char *frame;      /* "src-hello" / "dst-hello" */
+    const char *frame;      /* "src-hello" / "dst-hello" / "manifest" */
+    bool manifest;          /* one-way: stated choices, not offers */
     Mig2Error *err;
 } DecodeCtx;
 
@@ -340,7 +342,11 @@ static bool pow2_page(uint32_t v)
     return v >= 512 && v <= (1U << 30) && (v & (v - 1)) == 0;
 }
 
-static int decode_features(Mig2Reader *v, Mig2Profile *p)
+/*
+ * @all_required: a MANIFEST lists the features its stream uses, so every
+ * one is required of the reader whatever its flag says.
+ */
+static int decode_features(Mig2Reader *v, Mig2Profile *p, bool all_required)
 {
     uint16_t id;
     uint8_t flags;
@@ -367,7 +373,8 @@ static int decode_features(Mig2Reader *v, Mig2Profile *p)
                 return MIG2_ERR_DUPLICATE;
             }
         }
-        rc = mig2_profile_add_feature(p, id, flags & MIG2_FEATURE_REQUIRED);
+        rc = mig2_profile_add_feature(p, id, all_required ||
+                                             (flags & MIG2_FEATURE_REQUIRED));
         if (rc) {
             return rc;
         }
@@ -390,6 +397,11 @@ static int decode_device(DecodeCtx *c, Mig2Reader *v, Mig2Profile *p,
     }
     if (vmin > vmax) {
         return malformed(c, "device", index, "version min <= max",
+                         MIG2_ERR_BAD_VALUE);
+    }
+    /* A one-way stream states the one version the state was saved at. */
+    if (c->manifest && vmin != vmax) {
+        return malformed(c, "device", index, "version min == max",
                          MIG2_ERR_BAD_VALUE);
     }
     /* The reader validated the id: hand the copy over, no second one. */
@@ -530,10 +542,14 @@ int mig2_hello_decode(const uint8_t *buf, size_t len, uint16_t ftype,
                       Mig2Hello *h, Mig2Error *err)
 {
     DecodeCtx c = {
-        .frame = ftype == MIG2_FRAME_SRC_HELLO ? "src-hello" : "dst-hello",
+        .frame = ftype == MIG2_FRAME_SRC_HELLO ? "src-hello"
+                 : ftype == MIG2_FRAME_MANIFEST ? "manifest"
+                                                : "dst-hello",
+        .manifest = ftype == MIG2_FRAME_MANIFEST,
         .err = err,
     };
     bool dst = ftype == MIG2_FRAME_DST_HELLO;
+    bool man = c.manifest;
     uint32_t seen = 0, mandatory;
     size_t index = 0, n_ram = 0, n_dev = 0, n_cfg = 0;
     Mig2Reader rd, v;
@@ -562,6 +578,12 @@ int mig2_hello_decode(const uint8_t *buf, size_t len, uint16_t ftype,
             return malformed(&c, "tlv", 0, "revisions as the first TLV",
                              MIG2_ERR_MISSING);
         }
+        /* A reader settles the stream's revision from the first two TLVs. */
+        if (man && index == 1 && type != MIG2_TLV_SELECTED_REVISION) {
+            return malformed(&c, "tlv", 1,
+                             "selected-revision as the second TLV",
+                             MIG2_ERR_MISSING);
+        }
         switch (type) {
         case MIG2_TLV_REVISIONS:
         case MIG2_TLV_BUILD:
@@ -570,7 +592,7 @@ int mig2_hello_decode(const uint8_t *buf, size_t len, uint16_t ftype,
         case MIG2_TLV_MACHINE:
         case MIG2_TLV_PAGE_SIZE:
         case MIG2_TLV_SELECTED_REVISION:
-            if (type == MIG2_TLV_SELECTED_REVISION && !dst) {
+            if (type == MIG2_TLV_SELECTED_REVISION && !dst && !man) {
                 goto unknown;
             }
             if (seen & SEEN(type)) {
@@ -600,6 +622,13 @@ int mig2_hello_decode(const uint8_t *buf, size_t len, uint16_t ftype,
                 (rc = mig2_rd_end(&v))) {
                 return malformed(&c, "selected-revision", 0, "be16", rc);
             }
+            /* REVISIONS came first: the writer must implement its choice. */
+            if (man && (h->selected < p->rev_min ||
+                        h->selected > p->rev_max)) {
+                return malformed(&c, "selected-revision", 0,
+                                 "a revision within revisions",
+                                 MIG2_ERR_BAD_VALUE);
+            }
             break;
         case MIG2_TLV_BUILD:
             if ((rc = mig2_rd_str16(&v, MIG2_MAX_STR16, &s, &n)) ||
@@ -612,7 +641,7 @@ int mig2_hello_decode(const uint8_t *buf, size_t len, uint16_t ftype,
             }
             break;
         case MIG2_TLV_FEATURES:
-            if ((rc = decode_features(&v, p))) {
+            if ((rc = decode_features(&v, p, man))) {
                 return rc == MIG2_ERR_NOMEM ? rc
                        : malformed(&c, "features", 0,
                                    "unique (be16 id, u8 flags) entries", rc);
@@ -715,14 +744,15 @@ int mig2_hello_decode(const uint8_t *buf, size_t len, uint16_t ftype,
     }
     mandatory = SEEN(MIG2_TLV_REVISIONS) | SEEN(MIG2_TLV_NONCE) |
                 SEEN(MIG2_TLV_MACHINE) | SEEN(MIG2_TLV_PAGE_SIZE);
-    if (dst) {
+    if (dst || man) {
         mandatory |= SEEN(MIG2_TLV_SELECTED_REVISION);
     }
     if ((seen & mandatory) != mandatory) {
         return malformed(&c, "tlv", index,
-                         dst ? "revisions, selected-revision, nonce, "
-                               "machine and page-size"
-                             : "revisions, nonce, machine and page-size",
+                         dst || man ? "revisions, selected-revision, nonce, "
+                                      "machine and page-size"
+                                    : "revisions, nonce, machine and "
+                                      "page-size",
                          MIG2_ERR_MISSING);
     }
     return MIG2_OK;

@@ -84,7 +84,7 @@ static void feature_label(uint16_t id, char *buf, size_t len)
 int mig2_check_required_features(const Mig2Profile *a, const Mig2Profile *b,
                                  Mig2Error *err)
 {
-    char label[16];
+    char label[32];     /* the longest registered name, or 0xNNNN */
     size_t i;
     int rc;
 
@@ -655,4 +655,24 @@ out:
     }
     *choices_out = choices;
     return MIG2_OK;
+}
+
+int mig2_evaluate_source(const Mig2Profile *src, const Mig2Profile *dst,
+                         Mig2Hello *outcomes, Mig2DevChoice **choices,
+                         size_t *n_choices, Mig2OmittedSubsection **omitted,
+                         size_t *n_omitted, Mig2Error *err)
+{
+    int rc;
+
+    *choices = NULL;
+    *omitted = NULL;
+    *n_choices = *n_omitted = 0;
+    /* The order of section 9.5: configuration, features, compatibility. */
+    if ((rc = mig2_negotiate_config(src, dst, outcomes, err)) ||
+        (rc = mig2_check_required_features(dst, src, err)) ||
+        (rc = mig2_check_required_features(src, dst, err))) {
+        return rc;
+    }
+    return mig2_check_compat(src, dst, choices, n_choices, omitted,
+                             n_omitted, err);
 }

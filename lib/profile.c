@@ -468,6 +468,134 @@ size_t mig2_profile_ram_block_count(const Mig2Profile *p)
     return p ? p->n_ram : 0;
 }
 
+void mig2_profile_revisions(const Mig2Profile *p, uint16_t *min,
+                            uint16_t *max)
+{
+    *min = p->rev_min;
+    *max = p->rev_max;
+}
+
+const char *mig2_profile_build(const Mig2Profile *p)
+{
+    return p->build;
+}
+
+const char *mig2_profile_machine(const Mig2Profile *p)
+{
+    return p->machine;
+}
+
+uint32_t mig2_profile_page_size(const Mig2Profile *p)
+{
+    return p->page_size;
+}
+
+size_t mig2_profile_feature_count(const Mig2Profile *p)
+{
+    return p->n_features;
+}
+
+bool mig2_profile_feature(const Mig2Profile *p, size_t i, uint16_t *id,
+                          bool *required)
+{
+    if (i >= p->n_features) {
+        return false;
+    }
+    if (id) {
+        *id = p->features[i].id;
+    }
+    if (required) {
+        *required = p->features[i].required;
+    }
+    return true;
+}
+
+bool mig2_profile_ram_block(const Mig2Profile *p, size_t i,
+                            const char **name, uint64_t *size,
+                            uint32_t *page_size)
+{
+    if (i >= p->n_ram) {
+        return false;
+    }
+    if (name) {
+        *name = p->ram[i].name;
+    }
+    if (size) {
+        *size = p->ram[i].size;
+    }
+    if (page_size) {
+        *page_size = p->ram[i].page_size;
+    }
+    return true;
+}
+
+bool mig2_profile_device(const Mig2Profile *p, size_t i, const char **id,
+                         uint32_t *instance, uint32_t *vmin, uint32_t *vmax)
+{
+    const Mig2Device *d;
+
+    if (i >= p->n_devices) {
+        return false;
+    }
+    d = &p->devices[i];
+    if (id) {
+        *id = d->id;
+    }
+    if (instance) {
+        *instance = d->instance;
+    }
+    if (vmin) {
+        *vmin = d->vmin;
+    }
+    if (vmax) {
+        *vmax = d->vmax;
+    }
+    return true;
+}
+
+size_t mig2_profile_subsection_count(const Mig2Profile *p, size_t dev)
+{
+    return dev < p->n_devices ? p->devices[dev].n_subs : 0;
+}
+
+bool mig2_profile_subsection(const Mig2Profile *p, size_t dev, size_t j,
+                             const char **name, bool *needed)
+{
+    if (dev >= p->n_devices || j >= p->devices[dev].n_subs) {
+        return false;
+    }
+    if (name) {
+        *name = p->devices[dev].subs[j].name;
+    }
+    if (needed) {
+        *needed = p->devices[dev].subs[j].needed;
+    }
+    return true;
+}
+
+size_t mig2_profile_config_count(const Mig2Profile *p)
+{
+    return p->n_config;
+}
+
+bool mig2_profile_config(const Mig2Profile *p, size_t i, const char **name,
+                         Mig2ConfigValue *v, unsigned *flags)
+{
+    if (i >= p->n_config) {
+        return false;
+    }
+    if (name) {
+        *name = p->config[i].name;
+    }
+    if (v) {
+        *v = p->config[i].v;
+    }
+    if (flags) {
+        *flags = p->config[i].flags;
+    }
+    return true;
+}
+
 Mig2Profile *mig2_profile_dup(const Mig2Profile *p)
 {
     Mig2Profile *c = mig2_profile_new();

@@ -129,6 +129,14 @@ Mig2StreamKind mig2_stream_detect(const uint8_t pre[MIG2_PREAMBLE_LEN])
     return MIG2_STREAM_OTHER_VERSION;
 }
 
+bool mig2_stream_is_oneway(const uint8_t head[MIG2_ONEWAY_DETECT_LEN])
+{
+    const uint8_t *f = head + MIG2_PREAMBLE_LEN;
+
+    return mig2_stream_detect(head) == MIG2_STREAM_HANDSHAKE &&
+           ((uint16_t)(f[0] << 8 | f[1])) == MIG2_FRAME_MANIFEST;
+}
+
 const char *mig2_version(void)
 {
     return MIG2_VERSION_STRING;

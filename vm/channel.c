@@ -289,6 +289,17 @@ static int wait_fd(Chan *c, int fd, short events, char **errp)
     return 1;
 }
 
+/* Show the tap the first @n bytes of @iov. */
+static void tap_iov(Chan *c, const struct iovec *iov, size_t n)
+{
+    for (; n; iov++) {
+        size_t k = n < iov->iov_len ? n : iov->iov_len;
+
+        c->tap(c->tap_opaque, iov->iov_base, k);
+        n -= k;
+    }
+}
+
 bool chan_write(Chan *c, const void *p, size_t n, char **errp)
 {
     struct iovec iov = { .iov_base = (void *)p, .iov_len = n };
@@ -325,6 +336,9 @@ bool chan_writev(Chan *c, struct iovec *iov, int iovcnt, char **errp)
             return false;
         }
         c->bytes_out += (uint64_t)n;
+        if (c->tap) {
+            tap_iov(c, iov, (size_t)n);
+        }
         while (n > 0) {
             if ((size_t)n >= iov->iov_len) {
                 n -= (ssize_t)iov->iov_len;
@@ -369,6 +383,8 @@ static ssize_t raw_read(Chan *c, void *p, size_t n, char **errp)
 
 ssize_t chan_read_some(Chan *c, void *p, size_t n, char **errp)
 {
+    ssize_t r;
+
     if (c->len > c->pos) {
         size_t k = c->len - c->pos < n ? c->len - c->pos : n;
 
@@ -376,7 +392,11 @@ ssize_t chan_read_some(Chan *c, void *p, size_t n, char **errp)
         chan_consume(c, k);
         return (ssize_t)k;
     }
-    return raw_read(c, p, n, errp);
+    r = raw_read(c, p, n, errp);
+    if (r > 0 && c->tap) {
+        c->tap(c->tap_opaque, p, (size_t)r);
+    }
+    return r;
 }
 
 bool chan_read(Chan *c, void *p, size_t n, char **errp)
@@ -457,6 +477,9 @@ bool chan_readv(Chan *c, struct iovec *iov, int iovcnt, char **errp)
             return false;
         }
         c->bytes_in += (uint64_t)n;
+        if (c->tap) {
+            tap_iov(c, iov, (size_t)n);
+        }
         iov_advance(&iov, &iovcnt, (size_t)n);
     }
     return true;
@@ -496,6 +519,9 @@ const uint8_t *chan_peek(Chan *c, size_t n, size_t *avail, char **errp)
 
 void chan_consume(Chan *c, size_t n)
 {
+    if (c->tap && n) {
+        c->tap(c->tap_opaque, c->buf + c->pos, n);
+    }
     c->pos += n;
     if (c->pos >= c->len) {
         c->pos = c->len = 0;

@@ -53,6 +53,13 @@ typedef struct Chan {
     size_t pos, len, cap;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    /*
+     * When set, sees every byte in stream order: each byte written, and
+     * each byte read once it is handed out (read, readv, consume; a peek
+     * is not a read).  The one-way stream's DIGEST is computed here.
+     */
+    void (*tap)(void *opaque, const void *p, size_t n);
+    void *tap_opaque;
 } Chan;
 
 void chan_init(Chan *c, int rfd, int wfd, int cancel_fd, int stall_ms);

@@ -304,6 +304,18 @@ static json_object *cmd_set_params(json_object *args, void *opaque,
     /* Validate all names and types before changing anything. */
     json_object_object_foreach(args, key, val) {
         const Mig2ConfigDef *def = mig2_config_registry_find(key);
+        const char *const *local = migration_local_parameters();
+
+        while (*local && strcmp(*local, key) != 0) {
+            local++;
+        }
+        if (*local) {
+            if (!migration_check_local_parameter(key, val, &e)) {
+                set_err(err, e);
+                return NULL;
+            }
+            continue;
+        }
 
         if (!def || def->type == MIG2_CFG_BOOL) {
             qmp_error_set(err, QMP_ERROR_GENERIC,
@@ -400,10 +412,15 @@ static const char *const *param_args(void)
     size_t i, n = 0;
 
     if (!names[0]) {
-        for (i = 0; i < mig2_config_registry_count() && n < 63; i++) {
+        const char *const *local = migration_local_parameters();
+
+        for (i = 0; i < mig2_config_registry_count() && n < 62; i++) {
             if (mig2_config_registry_get(i)->type != MIG2_CFG_BOOL) {
                 names[n++] = mig2_config_registry_get(i)->name;
             }
+        }
+        for (; *local && n < 63; local++) {
+            names[n++] = *local;
         }
         names[n] = NULL;
     }

@@ -121,11 +121,50 @@ bool migration_set_capability(Migration *m, const char *name, bool on,
     return true;
 }
 
+static const char *const local_params[] = { "x-oneway-format", NULL };
+
+const char *const *migration_local_parameters(void)
+{
+    return local_params;
+}
+
+bool migration_check_local_parameter(const char *name, json_object *value,
+                                     char **errp)
+{
+    const char *v;
+
+    if (strcmp(name, "x-oneway-format") != 0) {
+        *errp = mig_strf("Parameter '%s' is unexpected", name);
+        return false;
+    }
+    if (!json_object_is_type(value, json_type_string)) {
+        *errp = mig_strf("Invalid parameter type for '%s', expected: string",
+                         name);
+        return false;
+    }
+    v = json_object_get_string(value);
+    if (strcmp(v, "legacy") != 0 && strcmp(v, "v4") != 0) {
+        *errp = mig_strf("Parameter '%s' does not accept value '%s'", name, v);
+        return false;
+    }
+    return true;
+}
+
 bool migration_set_parameter(Migration *m, const char *name,
                              json_object *value, char **errp)
 {
     int i = cfg_index(name);
     const Mig2ConfigDef *def;
+
+    if (strcmp(name, "x-oneway-format") == 0) {
+        if (!migration_check_local_parameter(name, value, errp)) {
+            return false;
+        }
+        pthread_mutex_lock(&m->lock);
+        m->oneway_v4 = strcmp(json_object_get_string(value), "v4") == 0;
+        pthread_mutex_unlock(&m->lock);
+        return true;
+    }
 
     if (i < 0 ||
         (def = mig2_config_registry_get((size_t)i))->type == MIG2_CFG_BOOL) {
@@ -204,6 +243,8 @@ json_object *migration_query_parameters(Migration *m)
                                    json_object_new_string(m->cfg[i].s));
         }
     }
+    json_object_object_add(o, "x-oneway-format", json_object_new_string(
+        m->oneway_v4 ? "v4" : "legacy"));
     pthread_mutex_unlock(&m->lock);
     return o;
 }
@@ -628,6 +669,9 @@ bool mig_run_handshake(Migration *m, Chan *c, Mig2Engine *e, char **errp)
             publish_handshake(m, e);
             if (!p) {
                 *errp = mig_strf("handshake failed: %s", werr);
+            } else if (mig2_engine_oneway(e)) {
+                *errp = strdup("the one-way stream ended before its "
+                               "MANIFEST and FINISHED were complete");
             } else if (mig2_engine_role(e) == MIG2_ROLE_SOURCE && !got_any) {
                 *errp = strdup("the destination closed the connection "
                                "during the handshake without answering: it "
@@ -721,6 +765,9 @@ void mig_send_error(Chan *c, uint32_t code, const char *msg)
     Mig2Writer w;
     char *ignored = NULL;
 
+    if (c->wfd < 0) {
+        return;     /* a one-way reader has nobody to tell */
+    }
     mig2_wr_init(&w, 16384);
     mig2_error_encode(&w, &err);
     if (!mig2_wr_error(&w)) {
@@ -807,6 +854,30 @@ bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
                               ? (uint64_t)n * RAM_PAGE_SIZE
                               : m->stats.remaining;
     pthread_mutex_unlock(&m->lock);
+    if (c->tap && normal) {
+        /*
+         * A running guest may change a page between writev and the tap
+         * that hashes it: a digest must cover the bytes written, so they
+         * are copied once and both use the copy.
+         */
+        uint8_t *bounce = malloc((size_t)normal * RAM_PAGE_SIZE), *at;
+        bool ok;
+        int k;
+
+        if (!bounce) {
+            *errp = strdup("out of memory");
+            return false;
+        }
+        for (k = 2, at = bounce; k < n_iov; k++) {
+            memcpy(at, iov[k].iov_base, iov[k].iov_len);
+            at += iov[k].iov_len;
+        }
+        iov[2].iov_base = bounce;
+        iov[2].iov_len = (size_t)normal * RAM_PAGE_SIZE;
+        ok = chan_writev(c, iov, 3, errp);
+        free(bounce);
+        return ok;
+    }
     return chan_writev(c, iov, n_iov, errp);
 }
 
@@ -1229,15 +1300,63 @@ static void salvage_peer_error(Chan *c, char **errp)
     }
 }
 
+/*
+ * The data phase from the first RAM frame through END (section 13): dirty
+ * rounds, switchover, the last pages behind a barrier, every device at
+ * its negotiated (or, one-way, stated) version.  @f: multifd channels or
+ * NULL.
+ */
+static bool send_state(Migration *m, Chan *c, const Mig2Engine *e,
+                       Multifd *f, char **errp)
+{
+    bool zero = mig2_result_has_feature(e, MIG2_FEAT_ZERO_PAGE);
+    V2Round r = {
+        .zero = zero,
+        .acks = mig2_result_has_feature(e, MIG2_FEAT_RETURN_PATH),
+        .f = f,
+    };
+    uint8_t end[12];
+    uint64_t *bitmap, pages = 0;
+    uint32_t round, ndev = 0;
+    bool ok = mig_precopy(m, c, v2_round, &r, errp);
+
+    if (!ok) {
+        return false;
+    }
+    mig_switchover_stop(m);
+    ok = mig_send_frame(c, MIG2_FRAME_SWITCHOVER, NULL, 0, errp);
+    bitmap = calloc(m->vm->ram.dirty_words ? m->vm->ram.dirty_words : 1,
+                    sizeof(*bitmap));
+    if (ok && bitmap && m->vm->ram.host) {
+        ram_take_dirty(&m->vm->ram, bitmap);
+        ok = mig_send_dirty(m, c, f, bitmap, zero, &pages, errp);
+    }
+    free(bitmap);
+    /* The final pass ends with a barrier too: no page after a device. */
+    pthread_mutex_lock(&m->lock);
+    round = (uint32_t)m->stats.dirty_sync_count;
+    pthread_mutex_unlock(&m->lock);
+    ok = ok && (!f || mfd_source_sync(f, round, errp)) &&
+         send_sync(c, round, pages, errp) &&
+         (!f || mfd_source_flush(f, errp));
+    ok = ok && send_devices(m, c, e, &ndev, errp);
+    if (ok) {
+        pthread_mutex_lock(&m->lock);
+        put_be64(end, m->stats.normal + m->stats.duplicate);
+        pthread_mutex_unlock(&m->lock);
+        put_be32(end + 8, ndev);
+        ok = mig_send_frame(c, MIG2_FRAME_END, end, sizeof(end), errp);
+    }
+    return ok;
+}
+
 bool mig_v2_source(Migration *m, Chan *c, char **errp)
 {
     Mig2Profile *p = mig_build_profile(m, true, errp);
     Mig2Engine *e;
     Multifd *f = NULL;
-    uint64_t pages = 0;
-    uint32_t ndev = 0;
     unsigned nchan;
-    bool zero, ok;
+    bool ok;
     int rc;
 
     if (!p) {
@@ -1261,53 +1380,15 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
     pthread_mutex_unlock(&m->lock);
     mig_set_status(m, MIG_STATUS_ACTIVE);
 
-    zero = mig2_result_has_feature(e, MIG2_FEAT_ZERO_PAGE);
     nchan = negotiated_channels(e);
     if (nchan) {
         /* The channels connect while round 0 starts on the main channel. */
-        f = mfd_source_start(m, e, nchan, zero, errp);
+        f = mfd_source_start(m, e, nchan,
+                             mig2_result_has_feature(e, MIG2_FEAT_ZERO_PAGE),
+                             errp);
         ok = f != NULL;
     }
-    if (ok) {
-        V2Round r = {
-            .zero = zero,
-            .acks = mig2_result_has_feature(e, MIG2_FEAT_RETURN_PATH),
-            .f = f,
-        };
-
-        ok = mig_precopy(m, c, v2_round, &r, errp);
-    }
-    if (ok) {
-        uint8_t end[12];
-        uint64_t *bitmap;
-        uint32_t round;
-
-        mig_switchover_stop(m);
-        ok = mig_send_frame(c, MIG2_FRAME_SWITCHOVER, NULL, 0, errp);
-        bitmap = calloc(m->vm->ram.dirty_words ? m->vm->ram.dirty_words : 1,
-                        sizeof(*bitmap));
-        if (ok && bitmap && m->vm->ram.host) {
-            ram_take_dirty(&m->vm->ram, bitmap);
-            ok = mig_send_dirty(m, c, f, bitmap, zero, &pages, errp);
-        }
-        free(bitmap);
-        /* The final pass ends with a barrier too: no page after a device. */
-        pthread_mutex_lock(&m->lock);
-        round = (uint32_t)m->stats.dirty_sync_count;
-        pthread_mutex_unlock(&m->lock);
-        ok = ok && (!f || mfd_source_sync(f, round, errp)) &&
-             send_sync(c, round, pages, errp) &&
-             (!f || mfd_source_flush(f, errp));
-        ok = ok && send_devices(m, c, e, &ndev, errp);
-        if (ok) {
-            pthread_mutex_lock(&m->lock);
-            put_be64(end, m->stats.normal + m->stats.duplicate);
-            pthread_mutex_unlock(&m->lock);
-            put_be32(end + 8, ndev);
-            ok = mig_send_frame(c, MIG2_FRAME_END, end, sizeof(end), errp);
-        }
-        ok = ok && wait_done(c, errp);
-    }
+    ok = ok && send_state(m, c, e, f, errp) && wait_done(c, errp);
     if (!ok && !mig_cancelled(m) &&
         !strstr(*errp ? *errp : "", "destination reported")) {
         salvage_peer_error(c, errp);
@@ -1325,11 +1406,93 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
 }
 
 /* ---------------------------------------------------------------- */
+/* One-way v4 stream (section 2.5)                                   */
+/* ---------------------------------------------------------------- */
+
+static void digest_tap(void *opaque, const void *p, size_t n)
+{
+    /* A hash failure shows up as a DIGEST mismatch at the end. */
+    (void)mig2_digest_update(opaque, p, n);
+}
+
+/*
+ * Writer: the head the engine states (preamble, MANIFEST, FINISHED), the
+ * data phase as a live source would send it without a return path, and
+ * DIGEST over all of it.  Nothing is read back.
+ */
+bool mig_oneway_source(Migration *m, Chan *c, char **errp)
+{
+    Mig2EngineOptions opts = { .oneway = true };
+    Mig2Profile *p = mig_build_profile(m, true, errp);
+    Mig2Digest *d;
+    Mig2Engine *e;
+    uint8_t value[MIG2_HASH_LEN];
+    uint8_t frame[MIG2_FRAME_HEADER_LEN + MIG2_HASH_LEN];
+    Mig2Writer w;
+    bool ok;
+    int rc;
+
+    if (!p) {
+        return false;
+    }
+    e = mig2_engine_new(MIG2_ROLE_SOURCE, p, &opts, &rc);
+    mig2_profile_free(p);
+    d = e ? mig2_digest_new(&rc) : NULL;
+    if (!d) {
+        mig2_engine_free(e);
+        *errp = mig_strf("cannot start the one-way stream: %s",
+                         mig2_strerror(rc));
+        return false;
+    }
+    c->tap = digest_tap;
+    c->tap_opaque = d;
+    publish_handshake(m, e);
+    ok = flush_engine(c, e, errp);
+    if (ok) {
+        pthread_mutex_lock(&m->lock);
+        m->setup_ms = mig_now_ms() - m->start_ms;
+        m->stats.total = m->vm->ram.size;
+        m->stats.transferred = c->bytes_out;
+        pthread_mutex_unlock(&m->lock);
+        mig_set_status(m, MIG_STATUS_ACTIVE);
+        ok = send_state(m, c, e, NULL, errp);
+    }
+    if (ok) {
+        ok = mig2_digest_value(d, value) == MIG2_OK;
+        mig2_wr_init(&w, sizeof(frame));
+        mig2_digest_encode(&w, value);
+        ok = ok && !mig2_wr_error(&w) && w.len == sizeof(frame);
+        if (ok) {
+            memcpy(frame, w.buf, sizeof(frame));
+        } else {
+            *errp = strdup("cannot compute the stream digest");
+        }
+        mig2_wr_free(&w);
+        ok = ok && chan_write(c, frame, sizeof(frame), errp);
+    }
+    if (!ok && c->bytes_out) {
+        /* Whoever reads the stream later learns why it stops here. */
+        mig_send_error(c, mig_cancelled(m) ? MIG2_WIRE_CANCELLED
+                                           : MIG2_WIRE_INTERNAL,
+                       *errp ? *errp : "source failed");
+    }
+    pthread_mutex_lock(&m->lock);
+    m->stats.transferred = c->bytes_out;
+    m->stats.remaining = 0;
+    pthread_mutex_unlock(&m->lock);
+    c->tap = NULL;
+    mig2_digest_free(d);
+    mig2_engine_free(e);
+    return ok;
+}
+
+/* ---------------------------------------------------------------- */
 /* Destination: v2                                                   */
 /* ---------------------------------------------------------------- */
 
 typedef struct LoadState {
     const Mig2Engine *e;
+    Mig2Digest *digest;     /* one-way: the stream so far, else NULL */
     bool *loaded;           /* per device result */
     uint64_t pages;
     uint32_t devices;
@@ -1535,9 +1698,48 @@ static bool skip_bytes(Chan *c, uint32_t len, char **errp)
     return true;
 }
 
-static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
+/*
+ * One-way reader after END: the next frame must be DIGEST, and its value
+ * the hash of every byte read up to here.  Until then nothing loaded
+ * counts: a flipped bit anywhere in the file fails the restore.
+ */
+static bool check_digest(Chan *c, Mig2Digest *d, char **errp)
 {
-    LoadState ls = { .e = e };
+    uint8_t want[MIG2_HASH_LEN], got[MIG2_HASH_LEN], h[8];
+    Mig2FrameHeader fh;
+
+    if (mig2_digest_value(d, want)) {
+        *errp = strdup("cannot compute the stream digest");
+        return false;
+    }
+    if (!chan_read(c, h, sizeof(h), errp)) {
+        free(*errp);
+        *errp = strdup("the one-way stream ends after END, without its "
+                       "DIGEST: it is truncated");
+        return false;
+    }
+    if (mig2_frame_header_parse(h, MIG2_FRAME_MAX, &fh) ||
+        fh.type != MIG2_FRAME_DIGEST || fh.length != MIG2_HASH_LEN) {
+        *errp = mig_strf("the one-way stream has frame 0x%04x of %u bytes "
+                         "where its 32-byte DIGEST belongs", fh.type,
+                         fh.length);
+        return false;
+    }
+    if (!chan_read(c, got, sizeof(got), errp)) {
+        return false;
+    }
+    if (memcmp(want, got, sizeof(want)) != 0) {
+        *errp = strdup("the one-way stream is corrupt: its DIGEST does not "
+                       "match the SHA-256 of the bytes read before it");
+        return false;
+    }
+    return true;
+}
+
+static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e,
+                    Mig2Digest *digest, char **errp)
+{
+    LoadState ls = { .e = e, .digest = digest };
     MfdDest *mfd = NULL;
     char *werr = NULL;
     bool rp = mig2_result_has_feature(e, MIG2_FEAT_RETURN_PATH);
@@ -1659,6 +1861,9 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
                                          "(%" PRIu64 ", %u)", get_be64(p),
                                          get_be32(p + 8), ls.pages,
                                          ls.devices));
+            } else if (ls.digest) {
+                ok = check_digest(c, ls.digest, errp);
+                done = true;
             } else {
                 ok = mig_send_frame(c, MIG2_FRAME_DONE, NULL, 0, errp);
                 done = true;
@@ -1684,6 +1889,13 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e, char **errp)
             break;
         }
         free(p);
+    }
+    if (!ok && digest && *errp &&
+        strcmp(*errp, "the peer closed the connection") == 0) {
+        /* A file has no peer: say what happened to it. */
+        free(*errp);
+        *errp = strdup("the one-way stream is truncated: it ends before "
+                       "its END and DIGEST");
     }
     if (!ok && mfd && mfd_dest_timed_out(mfd, &werr)) {
         /* The reason is the missing channel, not the read it ended. */
@@ -1721,8 +1933,49 @@ bool mig_v2_destination(Migration *m, Chan *c, char **errp)
     if (ok) {
         mig_apply_final_config(m, e);
         mig_set_status(m, MIG_STATUS_ACTIVE);
-        ok = v2_load(m, c, e, errp);
+        ok = v2_load(m, c, e, NULL, errp);
     }
+    mig2_engine_free(e);
+    return ok;
+}
+
+/*
+ * One-way reader: the engine checks MANIFEST and FINISHED against this
+ * VM before a byte of state is read (every problem at once, as a live
+ * destination reports them); then the data phase, then DIGEST.
+ */
+bool mig_oneway_destination(Migration *m, Chan *c, char **errp)
+{
+    Mig2EngineOptions opts = { .oneway = true };
+    Mig2Profile *p = mig_build_profile(m, false, errp);
+    Mig2Engine *e;
+    Mig2Digest *d;
+    bool ok;
+    int rc;
+
+    if (!p) {
+        return false;
+    }
+    e = mig2_engine_new(MIG2_ROLE_DESTINATION, p, &opts, &rc);
+    mig2_profile_free(p);
+    d = e ? mig2_digest_new(&rc) : NULL;
+    if (!d) {
+        mig2_engine_free(e);
+        *errp = mig_strf("cannot read the one-way stream: %s",
+                         mig2_strerror(rc));
+        return false;
+    }
+    /* Every byte from the preamble on: the engine consumes it from here. */
+    c->tap = digest_tap;
+    c->tap_opaque = d;
+    ok = mig_run_handshake(m, c, e, errp);
+    if (ok) {
+        mig_apply_final_config(m, e);
+        mig_set_status(m, MIG_STATUS_ACTIVE);
+        ok = v2_load(m, c, e, d, errp);
+    }
+    c->tap = NULL;
+    mig2_digest_free(d);
     mig2_engine_free(e);
     return ok;
 }

@@ -49,6 +49,16 @@ bool migration_set_capability(Migration *m, const char *name, bool on,
 bool migration_set_parameter(Migration *m, const char *name,
                              json_object *value, char **errp);
 json_object *migration_query_capabilities(Migration *m);
+
+/*
+ * Parameters of this endpoint that are not protocol config items: they
+ * choose what this side writes and are never proposed in a handshake
+ * (x-oneway-format, docs/protocol.md section 2.4).  NULL-terminated.
+ */
+const char *const *migration_local_parameters(void);
+/* False with *@errp (QEMU's wording) when @value does not suit @name. */
+bool migration_check_local_parameter(const char *name, json_object *value,
+                                     char **errp);
 json_object *migration_query_parameters(Migration *m);
 
 /*

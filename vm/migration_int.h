@@ -30,6 +30,7 @@ struct Migration {
     pthread_mutex_t lock;       /* everything below that threads share */
 
     Mig2ConfigValue *cfg;       /* one per registry item; strings owned */
+    bool oneway_v4;             /* x-oneway-format: v4, not legacy */
     Mig2Profile *policy;        /* destination policy rules only */
 
     /* The current or last migration. */
@@ -129,6 +130,9 @@ void mig_switchover_stop(Migration *m);
 /* Protocol v2 (migration.c). */
 bool mig_v2_source(Migration *m, Chan *c, char **errp);
 bool mig_v2_destination(Migration *m, Chan *c, char **errp);
+/* One-way v4 stream: MANIFEST, state, DIGEST (migration.c). */
+bool mig_oneway_source(Migration *m, Chan *c, char **errp);
+bool mig_oneway_destination(Migration *m, Chan *c, char **errp);
 
 /* Legacy v3 stream, QEMU's format (legacy.c). */
 bool mig_v3_source(Migration *m, Chan *c, char **errp);

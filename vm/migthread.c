@@ -204,14 +204,24 @@ static void *outgoing_thread(void *opaque)
     Migration *m = opaque;
     Chan c;
     char *err = NULL;
-    bool ok;
+    bool ok, oneway_v4;
+
+    /* x-oneway-format picks the stream of one-way transports only. */
+    pthread_mutex_lock(&m->lock);
+    oneway_v4 = m->oneway_v4 && !mig_addr_bidirectional(&m->addr);
+    pthread_mutex_unlock(&m->lock);
 
     mig_set_status(m, MIG_STATUS_SETUP);
     ok = chan_open_outgoing(&c, &m->addr, m->cancel_pipe[0],
                             (int)mig_cfg_u64(m, "x-stall-timeout"), &err);
     if (ok) {
-        ok = m->type == MIG_CHANNEL_HANDSHAKE ? mig_v2_source(m, &c, &err)
-                                              : mig_v3_source(m, &c, &err);
+        if (m->type == MIG_CHANNEL_HANDSHAKE) {
+            ok = mig_v2_source(m, &c, &err);
+        } else if (oneway_v4) {
+            ok = mig_oneway_source(m, &c, &err);
+        } else {
+            ok = mig_v3_source(m, &c, &err);
+        }
         chan_close(&c);
     }
     finish(m, ok, err);
@@ -325,10 +335,34 @@ static void *incoming_thread(void *opaque)
             ok = mig_v3_destination(m, &c, &err);
             break;
         case MIG2_STREAM_HANDSHAKE:
+            /* The first frame tells a one-way stream from a live one. */
+            pre = chan_peek(&c, MIG2_ONEWAY_DETECT_LEN, &avail, &err);
+            if (!pre) {
+                ok = false;
+                break;
+            }
+            if (avail >= MIG2_ONEWAY_DETECT_LEN &&
+                mig2_stream_is_oneway(pre)) {
+                if (m->type == MIG_CHANNEL_HANDSHAKE) {
+                    ok = false;
+                    err = strdup("the source sent a one-way v4 stream "
+                                 "(MANIFEST), but this destination was told "
+                                 "to expect the live handshake "
+                                 "(channel-type 'handshake')");
+                    break;
+                }
+                /* One-way: nothing to answer, no channels to accept. */
+                if (m->listen_fd >= 0) {
+                    close(m->listen_fd);
+                    m->listen_fd = -1;
+                }
+                ok = mig_oneway_destination(m, &c, &err);
+                break;
+            }
             if (!mig_addr_bidirectional(&m->addr)) {
                 ok = false;
-                err = strdup("a v2 (QEVM v4) stream needs a bidirectional "
-                             "transport");
+                err = strdup("a live v2 stream (QEVM v4 without a MANIFEST) "
+                             "cannot be read from a one-way transport");
                 break;
             }
             /* The engine reads the preamble itself: it is hashed. */

@@ -84,6 +84,17 @@ typedef struct Mig2EngineOptions {
     size_t max_frame;
     /* Leave out grease values (only for byte-exact examples). */
     bool no_grease;
+    /*
+     * A one-way v4 stream (docs/protocol.md section 2.5; mig2/manifest.h)
+     * instead of the live handshake.  Source: mig2_engine_new queues the
+     * preamble, the MANIFEST this profile states and FINISHED, and the
+     * engine is COMPLETE at once, its results being the stated choices
+     * (NEGOTIATED and COMPLETE are queued).  Destination: it expects a
+     * MANIFEST as the first frame, then FINISHED, runs the live
+     * destination's checks on them and becomes COMPLETE or FAILED with
+     * every problem; it never queues output.  The nonce is the stream id.
+     */
+    bool oneway;
 } Mig2EngineOptions;
 
 /*
@@ -126,6 +137,8 @@ bool mig2_engine_next_event(Mig2Engine *e, Mig2Event *ev);
 
 Mig2EngineState mig2_engine_state(const Mig2Engine *e);
 Mig2Role mig2_engine_role(const Mig2Engine *e);
+/* True for an engine created with the oneway option. */
+bool mig2_engine_oneway(const Mig2Engine *e);
 /* The error of a FAILED engine (local or the peer's), else NULL. */
 const Mig2Error *mig2_engine_error(const Mig2Engine *e);
 
@@ -134,7 +147,8 @@ const Mig2Error *mig2_engine_error(const Mig2Engine *e);
  * on TLS) into the FINISHED verify data and the channel key.  Must be
  * called before the first recv (destination) or right after
  * mig2_engine_new (source: the SRC_HELLO does not depend on it).
- * MIG2_ERR_STATE when too late, MIG2_ERR_INVALID_ARG over 64 bytes.
+ * MIG2_ERR_STATE when too late or for a one-way engine (a file has no
+ * TLS session), MIG2_ERR_INVALID_ARG over 64 bytes.
  */
 int mig2_engine_set_binding(Mig2Engine *e, const uint8_t *data, size_t len);
 
@@ -215,7 +229,10 @@ const Mig2OmittedSubsection *mig2_result_omitted(const Mig2Engine *e,
 const uint8_t *mig2_result_transcript_hash(const Mig2Engine *e);
 /* Session id chosen by the source (16 bytes). */
 const uint8_t *mig2_result_session_id(const Mig2Engine *e);
-/* Per-session key for channel header MACs (32 bytes), after COMPLETE. */
+/*
+ * Per-session key for channel header MACs (32 bytes), after COMPLETE;
+ * NULL for a one-way engine.
+ */
 const uint8_t *mig2_result_channel_key(const Mig2Engine *e);
 /* Round trips from the source's first byte until it may send data. */
 unsigned mig2_result_round_trips(const Mig2Engine *e);

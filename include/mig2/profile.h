@@ -112,6 +112,32 @@ Mig2Profile *mig2_profile_dup(const Mig2Profile *p);
 size_t mig2_profile_device_count(const Mig2Profile *p);
 size_t mig2_profile_ram_block_count(const Mig2Profile *p);
 
+/*
+ * Read-back of a profile or of a decoded manifest (mig2/manifest.h).
+ * Strings point into @p.  The indexed getters return false when @i (or
+ * @dev, @j) is out of range; out-pointers may be NULL.
+ */
+void mig2_profile_revisions(const Mig2Profile *p, uint16_t *min,
+                            uint16_t *max);
+const char *mig2_profile_build(const Mig2Profile *p);     /* NULL: none */
+const char *mig2_profile_machine(const Mig2Profile *p);
+uint32_t mig2_profile_page_size(const Mig2Profile *p);
+size_t mig2_profile_feature_count(const Mig2Profile *p);
+bool mig2_profile_feature(const Mig2Profile *p, size_t i, uint16_t *id,
+                          bool *required);
+bool mig2_profile_ram_block(const Mig2Profile *p, size_t i,
+                            const char **name, uint64_t *size,
+                            uint32_t *page_size);
+bool mig2_profile_device(const Mig2Profile *p, size_t i, const char **id,
+                         uint32_t *instance, uint32_t *vmin, uint32_t *vmax);
+size_t mig2_profile_subsection_count(const Mig2Profile *p, size_t dev);
+bool mig2_profile_subsection(const Mig2Profile *p, size_t dev, size_t j,
+                             const char **name, bool *needed);
+size_t mig2_profile_config_count(const Mig2Profile *p);
+/* @v->s points into @p; @flags gets MIG2_CONFIG_REQUIRED when set. */
+bool mig2_profile_config(const Mig2Profile *p, size_t i, const char **name,
+                         Mig2ConfigValue *v, unsigned *flags);
+
 #ifdef __cplusplus
 }
 #endif

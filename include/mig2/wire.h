@@ -35,6 +35,7 @@ extern "C" {
 #define MIG2_FRAME_DST_HELLO    0x0002U
 #define MIG2_FRAME_FINISHED     0x0003U
 #define MIG2_FRAME_READY        0x0004U     /* revision 1 only */
+#define MIG2_FRAME_MANIFEST     0x0005U     /* one-way v4 stream, first frame */
 #define MIG2_FRAME_ERROR        0x000fU
 /* Data phase on the main channel (docs/protocol.md section 13). */
 #define MIG2_FRAME_RAM          0x0101U     /* S: pages of one block */
@@ -42,6 +43,7 @@ extern "C" {
 #define MIG2_FRAME_SWITCHOVER   0x0103U     /* S: guest stopped */
 #define MIG2_FRAME_DEVICE       0x0104U     /* S: one device's state */
 #define MIG2_FRAME_END          0x0105U     /* S: nothing more follows */
+#define MIG2_FRAME_DIGEST       0x0106U     /* S: one-way stream, after END */
 #define MIG2_FRAME_DONE         0x0181U     /* D: loaded, guest taken over */
 #define MIG2_FRAME_SYNC_ACK     0x0182U     /* D: round received */
 /* RAM page entry flag (low bit of the be64 offset). */
@@ -62,7 +64,7 @@ extern "C" {
 #define MIG2_TLV_RAM_BLOCK      0x0007U     /* str8 name, be64 size, be32 page */
 #define MIG2_TLV_DEVICE         0x0008U     /* str8 id, be32 inst, be32 min/max, TLVs */
 #define MIG2_TLV_CONFIG         0x0009U     /* str8 name, u8 type, u8 flags, value */
-#define MIG2_TLV_SELECTED_REVISION 0x000aU  /* be16, DST_HELLO only */
+#define MIG2_TLV_SELECTED_REVISION 0x000aU  /* be16, DST_HELLO and MANIFEST */
 #define MIG2_TLV_CONFIG_RESULT  0x000bU     /* str8, u8 type, u8 status, value */
 /* Nested in DEVICE. */
 #define MIG2_TLV_SUBSECTION     0x0001U     /* str8 name, u8 flags */
@@ -118,7 +120,7 @@ typedef enum Mig2FeatureId {
     MIG2_FEAT_TLS_BINDING = 4,      /* transcript bound to TLS exporter */
     MIG2_FEAT_POSTCOPY = 5,
     MIG2_FEAT_SWITCHOVER_ACK = 6,
-    MIG2_FEAT_ONEWAY_MANIFEST = 7,  /* v4 one-way files carry a manifest */
+    MIG2_FEAT_ONEWAY_MANIFEST = 7,  /* one-way v4 streams (MANIFEST) */
     MIG2_FEAT_DEVICE_STATE_VERSIONS = 8, /* per-device negotiated versions */
 } Mig2FeatureId;
 
@@ -179,6 +181,18 @@ typedef enum Mig2StreamKind {
 } Mig2StreamKind;
 
 Mig2StreamKind mig2_stream_detect(const uint8_t preamble[MIG2_PREAMBLE_LEN]);
+
+/*
+ * Bytes that tell a one-way v4 stream from a live handshake: the preamble
+ * and the first frame header (docs/protocol.md section 2.4).
+ */
+#define MIG2_ONEWAY_DETECT_LEN  (MIG2_PREAMBLE_LEN + MIG2_FRAME_HEADER_LEN)
+
+/*
+ * True when the first MIG2_ONEWAY_DETECT_LEN bytes of a stream are QEVM
+ * version 4 followed by a MANIFEST frame header: a one-way v4 stream.
+ */
+bool mig2_stream_is_oneway(const uint8_t head[MIG2_ONEWAY_DETECT_LEN]);
 
 #ifdef __cplusplus
 }

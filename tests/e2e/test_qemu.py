@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Interoperability with a real QEMU 7.2 (qemu-system-x86_64 -M none):
 legacy v3 streams both ways over tcp and exec, v2 (channel-type handshake)
-against a QEMU destination that predates it, a machine type mismatch, and
-a legacy file: save/restore round trip between two mig2-vm processes.
+against a QEMU destination that predates it, a one-way v4 file (MANIFEST)
+refused by QEMU at once, a machine type mismatch, and a legacy file:
+save/restore round trip between two mig2-vm processes.
 
 Skipped as a whole when qemu-system-x86_64 is not installed
 (scripts/deps.sh installs qemu-system-x86)."""
@@ -204,6 +205,45 @@ class QemuInteropTest(VmTestCase):
         self.assertEqual(src.status(), 'running')
         self.assertEqual(src.digest(), dig)
         self.quit_ok(src)
+
+    def test_v4_file_refused_by_qemu_at_once(self):
+        """A one-way v4 file (x-oneway-format v4) fed to QEMU 7.2: it
+        rejects the stream version at once and exits, before any section;
+        the same guest saved as legacy v3 loads."""
+        src = self.vm('src', '--machine', 'none', '-S')
+        src.execute('migrate-set-parameters', {'x-oneway-format': 'v4'})
+        path = os.path.join(self.tmp, 'none.v4')
+        src.execute('migrate', {'uri': 'file:' + path})
+        info = wait_migration(src, FINAL_STATUSES, timeout=scaled(10))
+        self.assertEqual(info['status'], 'completed', info)
+        with open(path, 'rb') as f:
+            head = f.read(10)
+        self.assertEqual(head, b'QEVM\0\0\0\4\0\5')   # v4, MANIFEST
+        dst = self.qemu('qdst', incoming=True)
+        t0 = time.monotonic()
+        dst.execute('migrate-incoming', {'uri': 'exec:cat ' + path})
+        self.assertEqual(dst.wait_exit(scaled(5)), 1, dst.stderr())
+        self.assertLess(time.monotonic() - t0, scaled(3))
+        err = dst.stderr()
+        self.assertIn('qemu-system-x86_64: Unsupported migration stream '
+                      'version', err)
+        self.assertIn('load of migration failed: Operation not supported',
+                      err)
+        self.assertNotIn('section', err)
+        self.quit_ok(src)
+
+        # control: the default (legacy) format of the same guest loads
+        src2 = self.vm('src2', '--machine', 'none', '-S')
+        path3 = os.path.join(self.tmp, 'none.v3')
+        src2.execute('migrate', {'uri': 'file:' + path3})
+        self.assertEqual(wait_migration(src2, FINAL_STATUSES,
+                                        timeout=scaled(10))['status'],
+                         'completed')
+        dst2 = self.qemu('qdst2', incoming=True)
+        dst2.execute('migrate-incoming', {'uri': 'exec:cat ' + path3})
+        info = qemu_wait_migration(dst2)
+        self.assertEqual(info['status'], 'completed', (info, dst2.stderr()))
+        self.quit_ok(src2)
 
     # ---- machine type mismatch ----
 

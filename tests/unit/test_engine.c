@@ -1072,7 +1072,7 @@ static void test_unknown_frames_skipped(void **state)
 
 static void test_unknown_critical_frame(void **state)
 {
-    static const uint16_t types[] = { 0x0123, 0x0a0a, 0x0005, 0x0100 };
+    static const uint16_t types[] = { 0x0123, 0x0a0a, 0x0006, 0x0100 };
     Mig2Profile *dp = small_profile(false), *sp = small_profile(true);
     Mig2EngineOptions so = opts_s(false);
     char actual[48], msg[96];

@@ -98,7 +98,80 @@ static size_t frame_len(const Bytes *b, size_t off)
 
 typedef struct Examples {
     Bytes preamble, src_hello, dst_hello, finished, error;
+    Bytes ow_manifest, ow_finished, ow_end;
 } Examples;
+
+/* Append a frame with a CRITICAL header to @b (realloc'ed). */
+static void add_frame(Bytes *b, uint16_t type, const uint8_t *p, size_t n)
+{
+    b->p = realloc(b->p, b->len + MIG2_FRAME_HEADER_LEN + n);
+    assert_non_null(b->p);
+    b->p[b->len++] = (uint8_t)(type >> 8);
+    b->p[b->len++] = (uint8_t)type;
+    b->p[b->len++] = 0;
+    b->p[b->len++] = MIG2_FRAME_FLAG_CRITICAL;
+    b->p[b->len++] = (uint8_t)(n >> 24);
+    b->p[b->len++] = (uint8_t)(n >> 16);
+    b->p[b->len++] = (uint8_t)(n >> 8);
+    b->p[b->len++] = (uint8_t)n;
+    if (n) {
+        memcpy(b->p + b->len, p, n);
+    }
+    b->len += n;
+}
+
+/* SHA-256 of @a then @b, as a one-way stream's DIGEST covers them. */
+static void digest_of(const Bytes *a, const Bytes *b, uint8_t out[32])
+{
+    Mig2Digest *d = mig2_digest_new(NULL);
+
+    assert_non_null(d);
+    assert_int_equal(mig2_digest_update(d, a->p, a->len), MIG2_OK);
+    assert_int_equal(mig2_digest_update(d, b->p, b->len), MIG2_OK);
+    assert_int_equal(mig2_digest_value(d, out), MIG2_OK);
+    mig2_digest_free(d);
+}
+
+/*
+ * The minimal one-way stream: the head a one-way source engine writes,
+ * then the data phase of a machine without RAM or devices (SWITCHOVER,
+ * END with zero counts) and DIGEST.
+ */
+static void generate_oneway(Examples *ex)
+{
+    Mig2EngineOptions opts = {
+        .nonce = src_nonce, .no_grease = true, .oneway = true,
+    };
+    static const uint8_t end[12];
+    Mig2Profile *p = minimal_profile("none");
+    Mig2Engine *e = mig2_engine_new(MIG2_ROLE_SOURCE, p, &opts, NULL);
+    Bytes head, data = { NULL, 0 };
+    uint8_t dg[32];
+    Mig2Writer w;
+    size_t n;
+
+    mig2_profile_free(p);
+    assert_non_null(e);
+    head = drain(e);
+    mig2_engine_free(e);
+    n = frame_len(&head, MIG2_PREAMBLE_LEN);
+    ex->ow_manifest = slice(&head, MIG2_PREAMBLE_LEN, n);
+    ex->ow_finished = slice(&head, MIG2_PREAMBLE_LEN + n,
+                            head.len - MIG2_PREAMBLE_LEN - n);
+    add_frame(&data, MIG2_FRAME_SWITCHOVER, NULL, 0);
+    add_frame(&data, MIG2_FRAME_END, end, sizeof(end));
+    digest_of(&head, &data, dg);
+    mig2_wr_init(&w, 64);
+    mig2_digest_encode(&w, dg);
+    assert_int_equal(mig2_wr_error(&w), MIG2_OK);
+    ex->ow_end = data;
+    ex->ow_end.p = realloc(ex->ow_end.p, ex->ow_end.len + w.len);
+    assert_non_null(ex->ow_end.p);
+    memcpy(ex->ow_end.p + ex->ow_end.len, w.buf, w.len);
+    ex->ow_end.len += w.len;
+    mig2_wr_free(&w);
+    free(head.p);
+}
 
 /* Run the documented exchanges and cut the output into the examples. */
 static void generate(Examples *ex)
@@ -130,6 +203,7 @@ static void generate(Examples *ex)
     mig2_engine_free(src);
     free(d.p);
     free(s.p);
+    generate_oneway(ex);
 }
 
 static void examples_free(Examples *ex)
@@ -139,6 +213,9 @@ static void examples_free(Examples *ex)
     free(ex->dst_hello.p);
     free(ex->finished.p);
     free(ex->error.p);
+    free(ex->ow_manifest.p);
+    free(ex->ow_finished.p);
+    free(ex->ow_end.p);
 }
 
 static void print_hex(const char *name, const Bytes *b)
@@ -260,6 +337,15 @@ static void test_examples_match_encoder(void **state)
     b = spec_example(doc, "error-incompatible");
     assert_bytes_equal(&b, &ex.error);
     free(b.p);
+    b = spec_example(doc, "oneway-manifest");
+    assert_bytes_equal(&b, &ex.ow_manifest);
+    free(b.p);
+    b = spec_example(doc, "oneway-finished");
+    assert_bytes_equal(&b, &ex.ow_finished);
+    free(b.p);
+    b = spec_example(doc, "oneway-end");
+    assert_bytes_equal(&b, &ex.ow_end);
+    free(b.p);
     examples_free(&ex);
     free(doc);
 }
@@ -335,12 +421,88 @@ static void test_examples_drive_engine(void **state)
     free(doc);
 }
 
+/*
+ * The spec's one-way stream, read back: the manifest decodes and encodes
+ * to the same bytes, a one-way reader of the same machine accepts the
+ * head, and DIGEST is the SHA-256 of everything before it.
+ */
+static void test_oneway_example(void **state)
+{
+    char *doc = read_file(spec_path);
+    Bytes pre = spec_example(doc, "preamble");
+    Bytes man = spec_example(doc, "oneway-manifest");
+    Bytes fin = spec_example(doc, "oneway-finished");
+    Bytes end = spec_example(doc, "oneway-end");
+    Mig2EngineOptions opts = { .nonce = dst_nonce, .oneway = true };
+    Mig2Profile *p = minimal_profile("none");
+    Mig2Engine *d = mig2_engine_new(MIG2_ROLE_DESTINATION, p, &opts, NULL);
+    Mig2Manifest *m = NULL;
+    Mig2Error err = { 0 };
+    Bytes head = { NULL, 0 }, body;
+    uint8_t dg[32];
+    size_t used = 0, out_len, digest_at;
+    uint16_t id;
+    bool req;
+    Mig2Writer w;
+
+    (void)state;
+    assert_int_equal(mig2_manifest_decode(man.p, man.len, 0, &m, &used,
+                                          &err), MIG2_OK);
+    assert_int_equal(used, man.len);
+    assert_int_equal(mig2_manifest_revision(m), 1);
+    assert_string_equal(mig2_profile_machine(mig2_manifest_profile(m)),
+                        "none");
+    assert_int_equal(mig2_profile_feature_count(mig2_manifest_profile(m)),
+                     1);
+    assert_true(mig2_profile_feature(mig2_manifest_profile(m), 0, &id,
+                                     &req));
+    assert_int_equal(id, MIG2_FEAT_ONEWAY_MANIFEST);
+    assert_true(req);
+    mig2_wr_init(&w, MIG2_FRAME_MAX);
+    mig2_manifest_encode(&w, m, false);
+    assert_int_equal(w.len, man.len);
+    assert_memory_equal(w.buf, man.p, man.len);
+    mig2_wr_free(&w);
+    mig2_manifest_free(m);
+
+    assert_non_null(d);
+    assert_int_equal(mig2_engine_recv(d, pre.p, pre.len), (ssize_t)pre.len);
+    assert_int_equal(mig2_engine_recv(d, man.p, man.len), (ssize_t)man.len);
+    assert_int_equal(mig2_engine_recv(d, fin.p, fin.len), (ssize_t)fin.len);
+    assert_int_equal(mig2_engine_state(d), MIG2_STATE_COMPLETE);
+    assert_null(mig2_engine_output(d, &out_len));
+
+    /* DIGEST covers the preamble through END. */
+    head.p = malloc(pre.len + man.len + fin.len);
+    assert_non_null(head.p);
+    memcpy(head.p, pre.p, pre.len);
+    memcpy(head.p + pre.len, man.p, man.len);
+    memcpy(head.p + pre.len + man.len, fin.p, fin.len);
+    head.len = pre.len + man.len + fin.len;
+    digest_at = end.len - MIG2_FRAME_HEADER_LEN - 32;
+    body = slice(&end, 0, digest_at);
+    digest_of(&head, &body, dg);
+    assert_int_equal(end.p[digest_at + 1], MIG2_FRAME_DIGEST & 0xff);
+    assert_memory_equal(end.p + digest_at + MIG2_FRAME_HEADER_LEN, dg, 32);
+
+    free(body.p);
+    free(head.p);
+    mig2_engine_free(d);
+    mig2_profile_free(p);
+    free(pre.p);
+    free(man.p);
+    free(fin.p);
+    free(end.p);
+    free(doc);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_examples_match_encoder),
         cmocka_unit_test(test_examples_roundtrip),
         cmocka_unit_test(test_examples_drive_engine),
+        cmocka_unit_test(test_oneway_example),
     };
 
     if (argc > 1 && strcmp(argv[1], "--print") == 0) {
@@ -352,6 +514,9 @@ int main(int argc, char **argv)
         print_hex("dst-hello-minimal", &ex.dst_hello);
         print_hex("finished", &ex.finished);
         print_hex("error-incompatible", &ex.error);
+        print_hex("oneway-manifest", &ex.ow_manifest);
+        print_hex("oneway-finished", &ex.ow_finished);
+        print_hex("oneway-end", &ex.ow_end);
         examples_free(&ex);
         return 0;
     }
