@@ -109,6 +109,7 @@ static const char *const wire_error_names[] = {
     [MIG2_WIRE_BUSY] = "busy",
     [MIG2_WIRE_TIMEOUT] = "timeout",
     [MIG2_WIRE_LOAD_FAILED] = "load-failed",
+    [MIG2_WIRE_TLS_REQUIRED] = "tls-required",
 };
 
 const char *mig2_wire_error_name(uint32_t code)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "tls.h"
 
 static char *errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -228,6 +229,11 @@ void chan_init(Chan *c, int rfd, int wfd, int cancel_fd, int stall_ms)
 
 void chan_close(Chan *c)
 {
+    if (c->tls) {
+        tls_chan_bye(c, 1000);
+        tls_conn_free(c->tls);
+        c->tls = NULL;
+    }
     if (c->wfd >= 0 && c->wfd != c->rfd) {
         close(c->wfd);
     }
@@ -253,11 +259,7 @@ void chan_close(Chan *c)
     c->pos = c->len = c->cap = 0;
 }
 
-/*
- * Wait for @events on @fd, watching the cancel pipe.  Returns 1 ready,
- * 0 stalled, -1 cancelled or failed (*errp set).
- */
-static int wait_fd(Chan *c, int fd, short events, char **errp)
+int chan_wait(Chan *c, int fd, short events, char **errp)
 {
     struct pollfd pfd[2] = {
         { .fd = fd, .events = events },
@@ -309,6 +311,13 @@ bool chan_write(Chan *c, const void *p, size_t n, char **errp)
 
 bool chan_writev(Chan *c, struct iovec *iov, int iovcnt, char **errp)
 {
+    if (c->tls) {
+        /* The tap sees what we hand TLS (before it goes: this is rare). */
+        for (int i = 0; c->tap && i < iovcnt; i++) {
+            c->tap(c->tap_opaque, iov[i].iov_base, iov[i].iov_len);
+        }
+        return tls_chan_writev(c, iov, iovcnt, errp);
+    }
     while (iovcnt > 0) {
         ssize_t n;
 
@@ -323,7 +332,7 @@ bool chan_writev(Chan *c, struct iovec *iov, int iovcnt, char **errp)
                 continue;
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (wait_fd(c, c->wfd, POLLOUT, errp) <= 0) {
+                if (chan_wait(c, c->wfd, POLLOUT, errp) <= 0) {
                     return false;
                 }
                 continue;
@@ -357,6 +366,9 @@ bool chan_writev(Chan *c, struct iovec *iov, int iovcnt, char **errp)
 /* One read() into @p with the deadline; 0 at EOF, -1 on error. */
 static ssize_t raw_read(Chan *c, void *p, size_t n, char **errp)
 {
+    if (c->tls) {
+        return tls_chan_read(c, p, n, errp);
+    }
     for (;;) {
         ssize_t r = read(c->rfd, p, n);
 
@@ -368,7 +380,7 @@ static ssize_t raw_read(Chan *c, void *p, size_t n, char **errp)
             continue;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (wait_fd(c, c->rfd, POLLIN, errp) <= 0) {
+            if (chan_wait(c, c->rfd, POLLIN, errp) <= 0) {
                 return -1;
             }
             continue;
@@ -456,13 +468,29 @@ bool chan_readv(Chan *c, struct iovec *iov, int iovcnt, char **errp)
             iovcnt--;
             continue;
         }
+        if (c->tls) {
+            /* GnuTLS decrypts record by record: one buffer at a time. */
+            n = tls_chan_read(c, iov->iov_base, iov->iov_len, errp);
+            if (n < 0) {
+                return false;
+            }
+            if (n == 0) {
+                *errp = strdup("the peer closed the connection");
+                return false;
+            }
+            if (c->tap) {
+                c->tap(c->tap_opaque, iov->iov_base, (size_t)n);
+            }
+            iov_advance(&iov, &iovcnt, (size_t)n);
+            continue;
+        }
         n = readv(c->rfd, iov, iovcnt > 1024 ? 1024 : iovcnt);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (wait_fd(c, c->rfd, POLLIN, errp) <= 0) {
+                if (chan_wait(c, c->rfd, POLLIN, errp) <= 0) {
                     return false;
                 }
                 continue;
@@ -532,6 +560,9 @@ bool chan_readable(Chan *c)
 {
     struct pollfd pfd = { .fd = c->rfd, .events = POLLIN };
 
+    if (c->tls) {
+        return tls_chan_readable(c);
+    }
     return c->len > c->pos || poll(&pfd, 1, 0) > 0;
 }
 
@@ -541,6 +572,8 @@ void chan_linger(Chan *c, int ms)
     struct timespec ts;
     uint8_t buf[65536];
 
+    /* Over TLS the end of our data is a close_notify, then the FIN. */
+    tls_chan_bye(c, ms);
     if (c->wfd >= 0 && c->wfd == c->rfd) {
         shutdown(c->wfd, SHUT_WR);
     }
@@ -617,7 +650,7 @@ static int connect_fd(int fd, const struct sockaddr *sa, socklen_t len,
         *errp = errf("Failed to connect to '%s': %s", what, strerror(errno));
         return -1;
     }
-    if (wait_fd(tmp, fd, POLLOUT, errp) <= 0) {
+    if (chan_wait(tmp, fd, POLLOUT, errp) <= 0) {
         return -1;
     }
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
@@ -859,6 +892,14 @@ static int64_t now_ms(void)
 bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms,
                  int header_ms, char **errp)
 {
+    return chan_accept_notify(c, lfd, cancel_fd, stall_ms, header_ms, NULL,
+                              NULL, errp);
+}
+
+bool chan_accept_notify(Chan *c, int lfd, int cancel_fd, int stall_ms,
+                        int header_ms, ChanDroppedFn dropped, void *opaque,
+                        char **errp)
+{
     AcceptPending pend[ACCEPT_PENDING];
     int np = 0, i, chosen = -1;
 
@@ -909,6 +950,9 @@ bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms,
                     break;
                 }
                 drop = true;
+            }
+            if (drop && dropped && pend[i].have) {
+                dropped(opaque, pend[i].pre, pend[i].have);
             }
             if (drop) {
                 close(pend[i].fd);

@@ -43,6 +43,8 @@ char *mig_addr_to_string(const MigAddr *a);
 /* True for transports that carry bytes both ways. */
 bool mig_addr_bidirectional(const MigAddr *a);
 
+struct TlsConn;
+
 typedef struct Chan {
     int rfd;                /* read side */
     int wfd;                /* write side (same as rfd for sockets) */
@@ -60,11 +62,20 @@ typedef struct Chan {
      */
     void (*tap)(void *opaque, const void *p, size_t n);
     void *tap_opaque;
+    struct TlsConn *tls;    /* NULL: plain; else all I/O goes through it */
 } Chan;
 
 void chan_init(Chan *c, int rfd, int wfd, int cancel_fd, int stall_ms);
-/* Close the fds, reap an exec child (killing it if still running). */
+/*
+ * Close the fds, reap an exec child (killing it if still running).  Over
+ * TLS, first send close_notify (bounded, best effort).
+ */
 void chan_close(Chan *c);
+/*
+ * Wait for @events on @fd, watching @c's cancel pipe and stall deadline.
+ * Returns 1 ready, 0 stalled, -1 cancelled or failed (*errp set).
+ */
+int chan_wait(Chan *c, int fd, short events, char **errp);
 
 /* Source side: open @a for writing (and reading when bidirectional). */
 bool chan_open_outgoing(Chan *c, const MigAddr *a, int cancel_fd,
@@ -79,6 +90,14 @@ int chan_listen(const MigAddr *a, char **bound, char **errp);
  */
 bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms,
                  int header_ms, char **errp);
+/*
+ * The same, calling @dropped (when not NULL) with the first bytes of each
+ * client that is dropped for not sending the QEVM magic.
+ */
+typedef void (*ChanDroppedFn)(void *opaque, const uint8_t *pre, size_t len);
+bool chan_accept_notify(Chan *c, int lfd, int cancel_fd, int stall_ms,
+                        int header_ms, ChanDroppedFn dropped, void *opaque,
+                        char **errp);
 /* Destination side of exec:/file: open for reading. */
 bool chan_open_incoming_stream(Chan *c, const MigAddr *a, int cancel_fd,
                                int stall_ms, char **errp);

@@ -20,6 +20,7 @@
 #include "migration.h"
 #include "migration_int.h"
 #include "qmp.h"
+#include "tls.h"
 #include "vm.h"
 
 #define VM_VERSION "0.1.0"
@@ -49,6 +50,11 @@ static void usage(FILE *out)
 "  --release R|help            behave like release R (default newest)\n"
 "  --migration-policy RULE     destination policy: clamp:NAME=MAX or\n"
 "                              refuse:NAME (repeatable)\n"
+"  --object tls-creds-x509,id=ID,dir=DIR,endpoint=server|client\n"
+"           [,verify-peer=on|off][,priority=STRING]\n"
+"  --object authz-simple,id=ID,identity=DN\n"
+"                              TLS credentials and the allowed client, for\n"
+"                              the tls-creds and tls-authz parameters\n"
 "  -S                          start paused (prelaunch)\n"
 "  --x-channel-test LIST       tests only: source channels misbehave, LIST\n"
 "                              of reverse, random, skip=N, duplicate, extra\n"
@@ -79,6 +85,8 @@ typedef struct Options {
     size_t n_devices;
     const char **policies;
     size_t n_policies;
+    const char **objects;
+    size_t n_objects;
     bool nodefaults;
     const char *incoming;
     uint64_t dirty_rate;
@@ -235,6 +243,7 @@ enum {
     OPT_NAME = 256, OPT_QMP, OPT_MACHINE, OPT_MEMORY, OPT_MEMORY_FILE,
     OPT_DEVICE, OPT_NODEFAULTS, OPT_INCOMING, OPT_WORKLOAD, OPT_RELEASE,
     OPT_POLICY, OPT_VERSION, OPT_HELP, OPT_PREALLOC, OPT_CHAN_TEST,
+    OPT_OBJECT,
 };
 
 static const struct option long_opts[] = {
@@ -251,6 +260,7 @@ static const struct option long_opts[] = {
     { "workload", required_argument, NULL, OPT_WORKLOAD },
     { "release", required_argument, NULL, OPT_RELEASE },
     { "migration-policy", required_argument, NULL, OPT_POLICY },
+    { "object", required_argument, NULL, OPT_OBJECT },
     { "version", no_argument, NULL, OPT_VERSION },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
@@ -341,6 +351,11 @@ static bool parse_args(int argc, char **argv, Options *o, int *exit_now)
                                   (o->n_policies + 1) * sizeof(*o->policies));
             o->policies[o->n_policies++] = optarg;
             break;
+        case OPT_OBJECT:
+            o->objects = realloc(o->objects,
+                                 (o->n_objects + 1) * sizeof(*o->objects));
+            o->objects[o->n_objects++] = optarg;
+            break;
         case OPT_VERSION:
             printf("mig2-vm %s (libmig2 %s, protocol revisions %u..%u)\n",
                    VM_VERSION, mig2_version(), MIG2_REVISION_MIN,
@@ -378,6 +393,7 @@ int main(int argc, char **argv)
     if (exit_now >= 0) {
         free(o.devices);
         free(o.policies);
+        free(o.objects);
         return exit_now;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -393,6 +409,12 @@ int main(int argc, char **argv)
     vm.state = o.incoming ? RUN_STATE_INMIGRATE
                : o.paused ? RUN_STATE_PRELAUNCH : RUN_STATE_RUNNING;
 
+    /* Objects first, as QEMU creates them before the machine. */
+    for (i = 0; i < o.n_objects; i++) {
+        if (!tls_object_add(o.objects[i], &err)) {
+            goto out;
+        }
+    }
     if (!setup_vm(&vm, &o, &err)) {
         goto out;
     }
@@ -458,8 +480,10 @@ out:
         free(err);
     }
     teardown(&vm);
+    tls_objects_free();
     free(qmp_path);
     free(o.devices);
     free(o.policies);
+    free(o.objects);
     return rc;
 }

@@ -121,7 +121,9 @@ bool migration_set_capability(Migration *m, const char *name, bool on,
     return true;
 }
 
-static const char *const local_params[] = { "x-oneway-format", NULL };
+static const char *const local_params[] = {
+    "x-oneway-format", "tls-creds", "tls-hostname", "tls-authz", NULL,
+};
 
 const char *const *migration_local_parameters(void)
 {
@@ -133,6 +135,15 @@ bool migration_check_local_parameter(const char *name, json_object *value,
 {
     const char *v;
 
+    if (tls_param_is(name)) {
+        /* TLS is local policy (spec 2.6): a string, or null for "". */
+        if (value && !json_object_is_type(value, json_type_string)) {
+            *errp = mig_strf("Invalid parameter type for '%s', expected: "
+                             "string", name);
+            return false;
+        }
+        return true;
+    }
     if (strcmp(name, "x-oneway-format") != 0) {
         *errp = mig_strf("Parameter '%s' is unexpected", name);
         return false;
@@ -166,6 +177,14 @@ bool migration_set_parameter(Migration *m, const char *name,
         return true;
     }
 
+    if (tls_param_is(name)) {
+        bool ok;
+
+        pthread_mutex_lock(&m->lock);
+        ok = tls_param_set(&m->tls, name, value, errp);
+        pthread_mutex_unlock(&m->lock);
+        return ok;
+    }
     if (i < 0 ||
         (def = mig2_config_registry_get((size_t)i))->type == MIG2_CFG_BOOL) {
         *errp = mig_strf("Parameter '%s' is unexpected", name);
@@ -245,6 +264,7 @@ json_object *migration_query_parameters(Migration *m)
     }
     json_object_object_add(o, "x-oneway-format", json_object_new_string(
         m->oneway_v4 ? "v4" : "legacy"));
+    tls_params_query(&m->tls, o);
     pthread_mutex_unlock(&m->lock);
     return o;
 }
@@ -1359,7 +1379,8 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
     bool ok;
     int rc;
 
-    if (!p) {
+    if (!p || !tls_require_binding(c, p, errp)) {
+        mig2_profile_free(p);
         return false;
     }
     e = mig2_engine_new(MIG2_ROLE_SOURCE, p, NULL, &rc);
@@ -1368,7 +1389,8 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
         *errp = mig_strf("cannot start the handshake: %s", mig2_strerror(rc));
         return false;
     }
-    ok = mig_run_handshake(m, c, e, errp);
+    ok = tls_bind_engine(c, e, errp) && mig_run_handshake(m, c, e, errp);
+    tls_publish(m, c);
     if (!ok) {
         mig2_engine_free(e);
         return false;
@@ -1920,7 +1942,8 @@ bool mig_v2_destination(Migration *m, Chan *c, char **errp)
     bool ok;
     int rc;
 
-    if (!p) {
+    if (!p || !tls_require_binding(c, p, errp)) {
+        mig2_profile_free(p);
         return false;
     }
     e = mig2_engine_new(MIG2_ROLE_DESTINATION, p, NULL, &rc);
@@ -1929,7 +1952,8 @@ bool mig_v2_destination(Migration *m, Chan *c, char **errp)
         *errp = mig_strf("cannot start the handshake: %s", mig2_strerror(rc));
         return false;
     }
-    ok = mig_run_handshake(m, c, e, errp);
+    ok = tls_bind_engine(c, e, errp) && mig_run_handshake(m, c, e, errp);
+    tls_publish(m, c);
     if (ok) {
         mig_apply_final_config(m, e);
         mig_set_status(m, MIG_STATUS_ACTIVE);

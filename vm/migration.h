@@ -52,8 +52,9 @@ json_object *migration_query_capabilities(Migration *m);
 
 /*
  * Parameters of this endpoint that are not protocol config items: they
- * choose what this side writes and are never proposed in a handshake
- * (x-oneway-format, docs/protocol.md section 2.4).  NULL-terminated.
+ * choose what this side writes, or its security policy, and are never
+ * proposed in a handshake (x-oneway-format, docs/protocol.md section 2.4;
+ * tls-creds, tls-hostname, tls-authz, section 2.6).  NULL-terminated.
  */
 const char *const *migration_local_parameters(void);
 /* False with *@errp (QEMU's wording) when @value does not suit @name. */

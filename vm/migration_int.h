@@ -14,6 +14,7 @@
 #include "mig2/mig2.h"
 
 #include "migration.h"
+#include "tls.h"
 
 typedef struct MigStats {
     uint64_t transferred;
@@ -32,6 +33,7 @@ struct Migration {
     Mig2ConfigValue *cfg;       /* one per registry item; strings owned */
     bool oneway_v4;             /* x-oneway-format: v4, not legacy */
     Mig2Profile *policy;        /* destination policy rules only */
+    MigTls tls;                 /* tls-creds, ...: local, not negotiated */
 
     /* The current or last migration. */
     bool outgoing;

@@ -27,7 +27,7 @@ Migration *migration_new(Vm *vm)
     pthread_mutex_init(&m->lock, NULL);
     m->cfg = calloc(n, sizeof(*m->cfg));
     m->policy = mig2_profile_new();
-    if (!m->cfg || !m->policy) {
+    if (!m->cfg || !m->policy || !tls_params_init(&m->tls)) {
         migration_free(m);
         return NULL;
     }
@@ -83,6 +83,7 @@ void migration_free(Migration *m)
         free((char *)m->cfg[i].s);
     }
     free(m->cfg);
+    tls_params_free(&m->tls);
     mig2_profile_free(m->policy);
     mig_addr_clear(&m->addr);
     free(m->bound);
@@ -121,6 +122,13 @@ static bool begin(Migration *m, const MigAddr *addr, MigChannelType type,
         m->thread_live = false;
         close_pipe(m);
     }
+    /* TLS objects exist and suit this end and transport: QEMU's errors. */
+    pthread_mutex_lock(&m->lock);
+    if (!tls_begin(&m->tls, outgoing, addr, errp)) {
+        pthread_mutex_unlock(&m->lock);
+        return false;
+    }
+    pthread_mutex_unlock(&m->lock);
     if (pipe2(m->cancel_pipe, O_CLOEXEC) < 0) {
         *errp = strdup("cannot create the cancel pipe");
         return false;
@@ -214,6 +222,10 @@ static void *outgoing_thread(void *opaque)
     mig_set_status(m, MIG_STATUS_SETUP);
     ok = chan_open_outgoing(&c, &m->addr, m->cancel_pipe[0],
                             (int)mig_cfg_u64(m, "x-stall-timeout"), &err);
+    if (ok && tls_enabled(&m->tls) && !tls_chan_client(&c, &m->tls, &err)) {
+        ok = false;
+        chan_close(&c);
+    }
     if (ok) {
         if (m->type == MIG_CHANNEL_HANDSHAKE) {
             ok = mig_v2_source(m, &c, &err);
@@ -301,8 +313,16 @@ static void *incoming_thread(void *opaque)
          * The listener stays open: v2 admits extra channels through it
          * and refuses other sources there; it closes when the run ends.
          */
-        ok = chan_accept(&c, m->listen_fd, m->cancel_pipe[0], stall,
-                         stall < 5000 && stall > 0 ? stall : 5000, &err);
+        int header_ms = stall < 5000 && stall > 0 ? stall : 5000;
+
+        if (tls_enabled(&m->tls)) {
+            ok = tls_accept_main(m, &c, m->listen_fd, m->cancel_pipe[0],
+                                 stall, header_ms, &err);
+        } else {
+            ok = chan_accept_notify(&c, m->listen_fd, m->cancel_pipe[0],
+                                    stall, header_ms, tls_note_dropped, m,
+                                    &err);
+        }
     } else {
         ok = chan_open_incoming_stream(&c, &m->addr, m->cancel_pipe[0], stall,
                                        &err);

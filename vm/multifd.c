@@ -153,9 +153,11 @@ static void rogue_channel(Multifd *f, const char *what, uint16_t index,
     Mig2FrameHeader fh;
     char *err = NULL;
 
-    if (!chan_open_outgoing(&c, &f->m->addr, -1, 2000, &err)) {
+    if (!chan_open_outgoing(&c, &f->m->addr, -1, 2000, &err) ||
+        (tls_enabled(&f->m->tls) && !tls_chan_client(&c, &f->m->tls, &err))) {
         fprintf(stderr, "mig2-vm: test channel (%s): %s\n", what, err);
         free(err);
+        chan_close(&c);
         return;
     }
     mig2_wr_init(&w, MIG2_CHANNEL_MAX_LEN);
@@ -205,6 +207,10 @@ static bool sender_join(Sender *s, char **errp)
     if (!chan_open_outgoing(&s->c, &f->m->addr, f->m->cancel_pipe[0],
                             (int)mig_cfg_u64(f->m, "x-stall-timeout"),
                             errp)) {
+        return false;
+    }
+    /* Each channel runs its own TLS session (spec 12.1). */
+    if (tls_enabled(&f->m->tls) && !tls_chan_client(&s->c, &f->m->tls, errp)) {
         return false;
     }
     mig2_wr_init(&w, MIG2_CHANNEL_MAX_LEN);
@@ -619,10 +625,12 @@ static void *receiver_main(void *opaque)
  */
 #define MAX_PENDING 32
 #define HEADER_MS 1000          /* a client gets this long to send a header */
+#define TLS_HEADER_MS 3000      /* ... with its TLS handshake first */
 #define LINGER_MS 200           /* and this long to read our ERROR */
 
 typedef struct Pending {
     int fd;
+    TlsConn *tls;               /* with tls-creds: the client's session */
     bool draining;              /* refused: shut down, reading to EOF */
     int64_t deadline;
     size_t have;
@@ -646,6 +654,14 @@ static void send_all_now(int fd, const void *p, size_t len)
     }
 }
 
+/* Close a pending connection and its TLS session. */
+static void pending_drop(Pending *p)
+{
+    tls_conn_free(p->tls);
+    p->tls = NULL;
+    close(p->fd);
+}
+
 /* Send @err, then keep the connection until the peer has read it. */
 static void refuse(Pending *p, const Mig2Error *err)
 {
@@ -654,7 +670,12 @@ static void refuse(Pending *p, const Mig2Error *err)
     mig2_wr_init(&w, 16384);
     mig2_error_encode(&w, err);
     if (!mig2_wr_error(&w)) {
-        send_all_now(p->fd, w.buf, w.len);
+        if (p->tls) {
+            tls_conn_send_now(p->tls, w.buf, w.len);
+            tls_conn_bye(p->tls, LINGER_MS);
+        } else {
+            send_all_now(p->fd, w.buf, w.len);
+        }
     }
     mig2_wr_free(&w);
     /* Closing with unread input would reset the connection, ERROR and all. */
@@ -686,6 +707,8 @@ static bool dest_decide(MfdDest *d, Pending *p)
     }
     chan_init(&c, p->fd, p->fd, d->m->cancel_pipe[0],
               (int)mig_cfg_u64(d->m, "x-stall-timeout"));
+    tls_chan_attach(&c, p->tls);
+    p->tls = NULL;
     if (!mig_send_frame(&c, MIG2_FRAME_CHANNEL_ACCEPT, NULL, 0, &err)) {
         free(err);
         chan_close(&c);
@@ -723,24 +746,56 @@ static bool pending_read(MfdDest *d, Pending *p)
 
         n = read(p->fd, sink, sizeof(sink));
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-            close(p->fd);
+            pending_drop(p);
             return true;
         }
         return false;
     }
-    n = read(p->fd, p->buf + p->have, p->want - p->have);
+    if (tls_enabled(&d->m->tls)) {
+        char *why = NULL;
+
+        switch (tls_accept_step(&d->m->tls, p->fd, &p->tls, &why)) {
+        case TLS_STEP_WAIT:
+            return false;
+        case TLS_STEP_FAILED:
+            mig_note_rejected(d->m, "tls", why);
+            fprintf(stderr, "mig2-vm: refused a channel: %s\n", why);
+            free(why);
+            pending_drop(p);
+            return true;
+        case TLS_STEP_PLAIN: {
+            Mig2Error plain = {
+                .code = MIG2_WIRE_TLS_REQUIRED,
+                .message = (char *)"this destination requires TLS on "
+                                   "every channel (tls-creds is set)",
+            };
+
+            mig_note_rejected(d->m, "tls", "a plaintext connection, but "
+                                           "this destination requires TLS");
+            refuse(p, &plain);
+            return false;
+        }
+        case TLS_STEP_READY:
+            break;
+        }
+    }
+again:
+    n = p->tls ? tls_conn_recv(p->tls, p->buf + p->have, p->want - p->have,
+                               NULL)
+               : read(p->fd, p->buf + p->have, p->want - p->have);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         return false;
     }
     if (n <= 0) {
         mig_note_rejected(d->m, "channel/header",
                           "the client closed before sending a header");
-        close(p->fd);
+        pending_drop(p);
         return true;
     }
     p->have += (size_t)n;
     if (p->have < p->want) {
-        return false;
+        /* Over TLS the rest may be decrypted already: poll can't tell. */
+        goto again;
     }
     if (p->want == MIG2_CHANNEL_PREFIX_LEN) {
         size_t total;
@@ -761,7 +816,7 @@ static bool pending_read(MfdDest *d, Pending *p)
         }
         if (mig2_channel_header_length(p->buf, &total) == MIG2_OK) {
             p->want = total;
-            return false;
+            goto again;
         }
         /* Garbage: let the channel set describe it. */
     }
@@ -802,7 +857,11 @@ static void *acceptor_main(void *opaque)
         pfd[0] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
         pfd[1] = (struct pollfd){ .fd = d->stop_pipe[0], .events = POLLIN };
         for (i = 0; i < np; i++) {
-            pfd[2 + i] = (struct pollfd){ .fd = pend[i].fd, .events = POLLIN };
+            short ev = pend[i].tls && !pend[i].draining
+                           ? tls_conn_events(pend[i].tls)
+                           : POLLIN;
+
+            pfd[2 + i] = (struct pollfd){ .fd = pend[i].fd, .events = ev };
             if (next < 0 || pend[i].deadline < next) {
                 next = pend[i].deadline;
             }
@@ -846,9 +905,13 @@ static void *acceptor_main(void *opaque)
             if (pend[i].fd >= 0 && now >= pend[i].deadline) {
                 if (!pend[i].draining) {
                     mig_note_rejected(d->m, "channel/header",
-                                      "no complete header within 1000 ms");
+                                      tls_enabled(&d->m->tls)
+                                          ? "no TLS handshake and complete "
+                                            "header within 3000 ms"
+                                          : "no complete header within "
+                                            "1000 ms");
                 }
-                close(pend[i].fd);
+                pending_drop(&pend[i]);
                 pend[i].fd = -1;
             }
         }
@@ -876,12 +939,13 @@ static void *acceptor_main(void *opaque)
             memset(&pend[np], 0, offsetof(Pending, buf));
             pend[np].fd = fd;
             pend[np].want = MIG2_CHANNEL_PREFIX_LEN;
-            pend[np].deadline = now + HEADER_MS;
+            pend[np].deadline = now + (tls_enabled(&d->m->tls) ? TLS_HEADER_MS
+                                                               : HEADER_MS);
             np++;
         }
     }
     for (i = 0; i < np; i++) {
-        close(pend[i].fd);
+        pending_drop(&pend[i]);
     }
     free(pend);
     return NULL;

@@ -76,6 +76,7 @@ typedef enum Mig2WireError {
     MIG2_WIRE_BUSY = 8,             /* another migration holds the endpoint */
     MIG2_WIRE_TIMEOUT = 9,
     MIG2_WIRE_LOAD_FAILED = 10,     /* later phases: state did not load */
+    MIG2_WIRE_TLS_REQUIRED = 11,    /* the destination refuses plaintext */
 } Mig2WireError;
 
 /* Name such as "incompatible"; "unknown" for unregistered codes. */

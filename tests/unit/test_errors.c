@@ -183,13 +183,14 @@ static void test_wire_error_names(void **state)
     static const char *const names[] = {
         NULL, "protocol", "unsupported-revision", "unknown-critical",
         "incompatible", "transcript", "internal", "cancelled", "busy",
-        "timeout", "load-failed",
+        "timeout", "load-failed", "tls-required",
     };
-    static const uint32_t unknown[] = { 0, 11, 12, 255, 0x10000, UINT32_MAX };
+    static const uint32_t unknown[] = { 0, 12, 13, 255, 0x10000, UINT32_MAX };
     size_t i, j;
 
     (void)state;
     assert_int_equal(MIG2_WIRE_LOAD_FAILED, 10);
+    assert_int_equal(MIG2_WIRE_TLS_REQUIRED, 11);
     for (i = 1; i < sizeof(names) / sizeof(names[0]); i++) {
         assert_string_equal(mig2_wire_error_name((uint32_t)i), names[i]);
         for (j = 1; j < i; j++) {
