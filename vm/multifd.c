@@ -761,8 +761,11 @@ static bool pending_read(MfdDest *d, Pending *p)
             mig_note_rejected(d->m, "tls", why);
             fprintf(stderr, "mig2-vm: refused a channel: %s\n", why);
             free(why);
-            pending_drop(p);
-            return true;
+            /* Let the alert reach the client before the socket closes. */
+            shutdown(p->fd, SHUT_WR);
+            p->draining = true;
+            p->deadline = mig_now_ms() + LINGER_MS;
+            return false;
         case TLS_STEP_PLAIN: {
             Mig2Error plain = {
                 .code = MIG2_WIRE_TLS_REQUIRED,

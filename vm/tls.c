@@ -617,6 +617,9 @@ struct TlsConn {
     size_t max_record;
     uint8_t *wbuf;          /* coalesces small iovecs into whole records */
     char *peer_dn;          /* server: the client certificate's DN */
+    /* Verification data: GnuTLS keeps these pointers for the session. */
+    gnutls_typed_vdata_st vd[2];
+    char *peer_name;        /* client: the name the server must have */
 };
 
 void tls_conn_free(TlsConn *t)
@@ -627,6 +630,7 @@ void tls_conn_free(TlsConn *t)
     gnutls_deinit(t->s);
     free(t->wbuf);
     free(t->peer_dn);
+    free(t->peer_name);
     free(t);
 }
 
@@ -643,11 +647,11 @@ static TlsConn *conn_new(const TlsCreds *c, int fd, const char *peer_name,
                          char **errp)
 {
     TlsConn *t = calloc(1, sizeof(*t));
-    gnutls_typed_vdata_st vd[2];
     unsigned nvd = 0;
     int rc;
 
-    if (!t) {
+    if (!t || (peer_name && !(t->peer_name = strdup(peer_name)))) {
+        free(t);
         *errp = strdup("out of memory");
         return NULL;
     }
@@ -660,6 +664,7 @@ static TlsConn *conn_new(const TlsCreds *c, int fd, const char *peer_name,
     if (rc < 0) {
         *errp = mig_strf("cannot start a TLS session: %s",
                          gnutls_strerror(rc));
+        free(t->peer_name);
         free(t);
         return NULL;
     }
@@ -683,18 +688,19 @@ static TlsConn *conn_new(const TlsCreds *c, int fd, const char *peer_name,
          * the peer: the chain against the CA, the name (client side) and
          * the key purpose (server or client authentication).
          */
-        if (!c->server && peer_name) {
-            vd[nvd].type = GNUTLS_DT_DNS_HOSTNAME;
-            vd[nvd].data = (unsigned char *)peer_name;
-            vd[nvd].size = 0;
+        if (!c->server && t->peer_name) {
+            t->vd[nvd].type = GNUTLS_DT_DNS_HOSTNAME;
+            t->vd[nvd].data = (unsigned char *)t->peer_name;
+            t->vd[nvd].size = 0;
             nvd++;
         }
-        vd[nvd].type = GNUTLS_DT_KEY_PURPOSE_OID;
-        vd[nvd].data = (unsigned char *)(c->server ? GNUTLS_KP_TLS_WWW_CLIENT
-                                                   : GNUTLS_KP_TLS_WWW_SERVER);
-        vd[nvd].size = 0;
+        t->vd[nvd].type = GNUTLS_DT_KEY_PURPOSE_OID;
+        t->vd[nvd].data = (unsigned char *)(c->server
+                                                ? GNUTLS_KP_TLS_WWW_CLIENT
+                                                : GNUTLS_KP_TLS_WWW_SERVER);
+        t->vd[nvd].size = 0;
         nvd++;
-        gnutls_session_set_verify_cert2(t->s, vd, nvd, 0);
+        gnutls_session_set_verify_cert2(t->s, t->vd, nvd, 0);
         if (c->server) {
             gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_REQUIRE);
         }
@@ -729,8 +735,9 @@ static char *describe(const TlsConn *t, int rc, const char *peer)
     }
     case GNUTLS_E_NO_CERTIFICATE_FOUND:
     case GNUTLS_E_CERTIFICATE_REQUIRED:
-        return mig_strf("the %s sent no certificate (%s)", peer,
-                        gnutls_strerror(rc));
+        /* GnuTLS sends none when it has none from a CA the peer named. */
+        return mig_strf("the %s sent no certificate, or none issued by a CA "
+                        "this end trusts (%s)", peer, gnutls_strerror(rc));
     case GNUTLS_E_PREMATURE_TERMINATION:
     case GNUTLS_E_PULL_ERROR:
     case GNUTLS_E_PUSH_ERROR:
@@ -1398,7 +1405,14 @@ static int serve_pending(Migration *m, const MigTls *mt, TlsPending *p)
     case TLS_STEP_FAILED:
         refused(m, "tls", err);
         free(err);
-        return -1;
+        /*
+         * Our alert is on its way, but the client's first flight may be
+         * unread: closing now would reset the connection, alert and all.
+         */
+        shutdown(p->fd, SHUT_WR);
+        p->draining = true;
+        p->deadline = mig_now_ms() + TLS_LINGER_MS;
+        return 0;
     case TLS_STEP_READY:
         break;
     }

@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""End-to-end tests of migration over TLS: QEMU-style credentials
+(--object tls-creds-x509 / authz-simple), the tls-creds, tls-hostname and
+tls-authz parameters on each side, GnuTLS on the main channel and on every
+multifd channel, the handshake bound to the TLS exporter (tls-binding), and
+every refusal: wrong CA (either way), wrong hostname, a client DN the
+destination's authz does not allow, a plaintext source at a TLS
+destination and a TLS source at a plaintext destination.  Each refusal is
+reported on both sides and leaves the source running with its guest
+untouched.
+
+Certificates are made by the test at run time with certtool (gnutls-bin)
+in a temporary directory; no key is ever committed.  Without certtool the
+test is skipped (exit 77)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+from vmlib import (FINAL_STATUSES, MIG2_VM, MiB, QmpError, VmTestCase, capability,
+                   channels, config_entry, handshake_info, make_memory_file,
+                   migrate_args, scaled, tcp_addr, wait_migration)
+
+CERTTOOL = shutil.which('certtool')
+
+RAM = 64 * MiB
+CLIENT_DN = 'C=GB,O=mig2 tests,CN=mig2-source'    # as GnuTLS prints it
+
+
+# ---- certificates -------------------------------------------------------
+
+CA_TEMPLATE = '''cn = "{cn}"
+ca
+cert_signing_key
+expiration_days = 2
+'''
+
+SERVER_TEMPLATE = '''cn = "localhost"
+organization = "mig2 tests"
+dns_name = "localhost"
+ip_address = "127.0.0.1"
+tls_www_server
+encryption_key
+signing_key
+expiration_days = 2
+'''
+
+CLIENT_TEMPLATE = '''cn = "mig2-source"
+organization = "mig2 tests"
+country = "GB"
+tls_www_client
+signing_key
+expiration_days = 2
+'''
+
+
+def certtool(*args):
+    subprocess.run([CERTTOOL] + list(args), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class Pki:
+    """Two CAs and, for each, a server and a client certificate; then the
+    credential directories QEMU's tls-creds-x509 reads (file names as
+    QEMU's)."""
+
+    def __init__(self, base):
+        self.base = base
+        self.work = os.path.join(base, 'work')
+        os.mkdir(self.work)
+        for ca in ('ca1', 'ca2'):
+            self.ca(ca)
+            self.leaf(ca, 'server', SERVER_TEMPLATE)
+            self.leaf(ca, 'client', CLIENT_TEMPLATE)
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    def template(self, name, text):
+        p = self.path(name + '.tmpl')
+        with open(p, 'w') as f:
+            f.write(text)
+        return p
+
+    def key(self, name):
+        certtool('--generate-privkey', '--key-type=ecdsa',
+                 '--outfile', self.path(name + '-key.pem'))
+        return self.path(name + '-key.pem')
+
+    def ca(self, ca):
+        certtool('--generate-self-signed', '--load-privkey', self.key(ca),
+                 '--template', self.template(ca, CA_TEMPLATE.format(
+                     cn='mig2 test ' + ca)),
+                 '--outfile', self.path(ca + '-cert.pem'))
+
+    def leaf(self, ca, kind, text):
+        name = '%s-%s' % (ca, kind)
+        certtool('--generate-certificate', '--load-privkey', self.key(name),
+                 '--load-ca-certificate', self.path(ca + '-cert.pem'),
+                 '--load-ca-privkey', self.path(ca + '-key.pem'),
+                 '--template', self.template(name, text),
+                 '--outfile', self.path(name + '-cert.pem'))
+
+    def creds_dir(self, name, trust, leaf_ca, endpoint):
+        """A tls-creds-x509 dir: trusting @trust, holding the @endpoint
+        certificate issued by @leaf_ca."""
+        d = os.path.join(self.base, name)
+        os.mkdir(d)
+        shutil.copy(self.path(trust + '-cert.pem'),
+                    os.path.join(d, 'ca-cert.pem'))
+        for ext in ('cert', 'key'):
+            shutil.copy(self.path('%s-%s-%s.pem' % (leaf_ca, endpoint, ext)),
+                        os.path.join(d, '%s-%s.pem' % (endpoint, ext)))
+        return d
+
+
+# ---- a TCP proxy that watches TLS record framing -------------------------
+
+class Stream:
+    """One direction of one connection: its first bytes and its TLS
+    records (type, length), parsed as they pass."""
+
+    def __init__(self):
+        self.head = b''
+        self.records = []
+        self.pending = b''
+        self.total = 0
+
+    def feed(self, data):
+        if len(self.head) < 64:
+            self.head += data[:64 - len(self.head)]
+        self.total += len(data)
+        self.pending += data
+        while len(self.pending) >= 5:
+            length = int.from_bytes(self.pending[3:5], 'big')
+            if len(self.pending) < 5 + length:
+                break
+            self.records.append((self.pending[0], length))
+            self.pending = self.pending[5 + length:]
+            if len(self.records) > 8:
+                self.records = self.records[:2] + self.records[-6:]
+
+
+class TlsWatcher:
+    """TCP proxy in front of a destination; every connection's two
+    directions are recorded as Streams."""
+
+    def __init__(self, target_port):
+        self.target = ('127.0.0.1', target_port)
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(16)
+        self.ls.settimeout(0.1)
+        self.port = self.ls.getsockname()[1]
+        self.conns = []             # [(to_dst Stream, to_src Stream)]
+        self.socks = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            try:
+                u = socket.create_connection(self.target)
+            except OSError:
+                c.close()
+                continue
+            up, down = Stream(), Stream()
+            self.conns.append((up, down))
+            self.socks += [c, u]
+            for a, b, st in ((c, u, up), (u, c, down)):
+                t = threading.Thread(target=self._pump, args=(a, b, st),
+                                     daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    @staticmethod
+    def _pump(a, b, st):
+        while True:
+            try:
+                data = a.recv(262144)
+            except OSError:
+                break
+            if not data:
+                break
+            st.feed(data)
+            try:
+                b.sendall(data)
+            except OSError:
+                break
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.ls.close()
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for t in self.threads:
+            t.join(5)
+
+
+# ---- test cases ---------------------------------------------------------
+
+TLS_HANDSHAKE = 22
+TLS_ALERT_1_3 = 19      # TLS 1.3 alert: 2 bytes + type + 16-byte AEAD tag
+TLS_APPDATA = 23
+
+
+@unittest.skipIf(CERTTOOL is None, 'certtool (gnutls-bin) is not installed')
+class TlsCase(VmTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        base = tempfile.gettempdir()
+        cls.pki_dir = tempfile.mkdtemp(prefix='mig2tls-',
+                                       dir=base if len(base) < 60 else '/tmp')
+        pki = Pki(cls.pki_dir)
+        cls.dirs = {
+            'src': pki.creds_dir('src', 'ca1', 'ca1', 'client'),
+            'dst': pki.creds_dir('dst', 'ca1', 'ca1', 'server'),
+            # a server certificate from a CA the source does not trust
+            'dst-other-ca': pki.creds_dir('dst-other-ca', 'ca1', 'ca2',
+                                          'server'),
+            # a client certificate from a CA the destination does not trust
+            'src-other-ca': pki.creds_dir('src-other-ca', 'ca1', 'ca2',
+                                          'client'),
+        }
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.pki_dir, True)
+
+    def creds(self, which, endpoint, *extra):
+        return ('--object', ','.join(['tls-creds-x509', 'id=tls0',
+                                      'dir=' + self.dirs[which],
+                                      'endpoint=' + endpoint] + list(extra)))
+
+    def source(self, name='src', creds='src', tls=True, **params):
+        mem = make_memory_file(os.path.join(self.tmp, name + '.ram'), RAM)
+        args = ['--memory', '%dM' % (RAM // MiB), '--memory-file', mem]
+        if creds:
+            args += self.creds(creds, 'client')
+        src = self.vm(name, *args)
+        src.execute('migrate-set-capabilities', {'capabilities': [
+            {'capability': 'multifd', 'state': True}]})
+        p = {'multifd-channels': 2, 'max-bandwidth': 0}
+        if tls:
+            p['tls-creds'] = 'tls0'
+        p.update(params)
+        src.execute('migrate-set-parameters', p)
+        return src
+
+    def destination(self, name='dst', creds='dst', tls=True, authz=None):
+        args = ['--memory', '%dM' % (RAM // MiB)]
+        if creds:
+            args += self.creds(creds, 'server')
+        if authz is not None:
+            args += ['--object', 'authz-simple,id=auth0,identity=' +
+                     authz.replace(',', ',,')]
+        dst = self.vm(name, '--incoming', 'defer', *args)
+        p = {}
+        if tls:
+            p['tls-creds'] = 'tls0'
+        if authz is not None:
+            p['tls-authz'] = 'auth0'
+        if p:
+            dst.execute('migrate-set-parameters', p)
+        dst.execute('migrate-incoming',
+                    {'channels': channels(tcp_addr('127.0.0.1', 0))})
+        return dst, tcp_addr('127.0.0.1', dst.incoming_port())
+
+    def migrate_ok(self, src, dst, addr):
+        before = src.digest()
+        src.execute('migrate', migrate_args(addr))
+        info = wait_migration(src, FINAL_STATUSES)
+        self.assertEqual(info['status'], 'completed',
+                         '%r\nsource stderr: %s\ndestination stderr: %s'
+                         % (info, src.stderr(), dst.stderr()))
+        dinfo = wait_migration(dst, FINAL_STATUSES)
+        self.assertEqual(dinfo['status'], 'completed', dinfo)
+        self.assertEqual(src.status(), 'postmigrate')
+        self.assertEqual(dst.status(), 'running')
+        self.assertEqual(dst.digest(), before)
+        self.assertGreaterEqual(info['ram']['normal'], RAM // 4096, info)
+        return info, dinfo
+
+    def rejected(self, dst, timeout=None):
+        """The destination's refused connections, once there is one."""
+        deadline = time.monotonic() + (timeout or scaled(10))
+        while time.monotonic() < deadline:
+            r = dst.query_migrate().get('x-rejected-connections', [])
+            if r:
+                return r
+            time.sleep(0.05)
+        self.fail('the destination noted no refused connection: %r\n%s'
+                  % (dst.query_migrate(), dst.stderr()))
+
+    def refused(self, src, dst, src_words, dst_words):
+        """The migration failed before any RAM moved, with @src_words in
+        the source's error-desc and @dst_words in the destination's note
+        of the refused connection (and on its stderr); the source runs on
+        with its guest unchanged and the destination still waits."""
+        before = src.digest()
+        src.execute('migrate', migrate_args(self.addr))
+        info = wait_migration(src, FINAL_STATUSES)
+        self.assertFailedBeforeRam(info)
+        for w in src_words:
+            self.assertIn(w, info['error-desc'], info)
+        self.assertEqual(src.status(), 'running')
+        self.assertEqual(src.digest(), before)
+        notes = self.rejected(dst)
+        text = ' | '.join(n['detail'] for n in notes)
+        self.assertTrue(all(n['reason'] == 'tls' for n in notes), notes)
+        for w in dst_words:
+            self.assertIn(w, text, notes)
+            self.assertIn(w, dst.stderr())
+        # Refusing a client does not end the incoming migration.
+        self.assertEqual(dst.query_migrate()['status'], 'setup')
+        self.assertEqual(dst.status(), 'inmigrate')
+        return info['error-desc'], text
+
+
+class TlsMigrationTest(TlsCase):
+
+    def check_handshake(self, src, dst):
+        for vm, peer_dn in ((src, None), (dst, CLIENT_DN)):
+            hs = handshake_info(vm)
+            self.assertIn('tls-binding', hs['features']['common'], hs)
+            self.assertEqual(hs['tls']['version'], 'TLS1.3', hs)
+            self.assertEqual(hs['tls']['binding-label'],
+                             'EXPORTER-mig2-v2-binding', hs)
+            self.assertEqual(hs['tls'].get('peer-certificate-dn'), peer_dn,
+                             hs)
+            # TLS settings are local: never in the negotiated config.
+            names = [c['name'] for c in hs['configuration']]
+            self.assertFalse([n for n in names if n.startswith('tls')],
+                             names)
+        self.assertEqual(config_entry(handshake_info(src),
+                                      'multifd-channels')['final'], 2)
+
+    def test_tls_multifd(self):
+        """Two multifd channels over TLS, the hostname taken from the
+        address (an IP: the certificate's IP SAN), authz on."""
+        src = self.source()
+        dst, self.addr = self.destination(authz=CLIENT_DN)
+        params = dst.execute('query-migrate-parameters')
+        self.assertEqual((params['tls-creds'], params['tls-hostname'],
+                          params['tls-authz']), ('tls0', '', 'auth0'))
+        self.migrate_ok(src, dst, self.addr)
+        self.check_handshake(src, dst)
+        self.assertTrue(capability(dst, 'multifd'))
+        self.assertNotIn('x-rejected-connections', dst.query_migrate())
+        self.quit_ok(src)
+        self.quit_ok(dst)
+
+    def test_every_channel_is_tls(self):
+        """Through a proxy: the main channel and both multifd channels
+        start with a TLS handshake, nothing of mig2 shows in clear, and
+        each multifd channel ends with close_notify.  The proxy's address
+        is not the certificate's name: tls-hostname says which."""
+        src = self.source(**{'tls-hostname': 'localhost'})
+        dst, addr = self.destination()
+        proxy = TlsWatcher(int(addr['port']))
+        self.addCleanup(proxy.close)
+        self.migrate_ok(src, dst, tcp_addr('127.0.0.1', proxy.port))
+        self.check_handshake(src, dst)
+        self.quit_ok(src)
+        self.quit_ok(dst)
+        time.sleep(0.2)
+        self.assertEqual(len(proxy.conns), 3, proxy.conns)
+        big = 0
+        for up, down in proxy.conns:
+            for st in (up, down):
+                self.assertEqual(st.head[:2], bytes([TLS_HANDSHAKE, 3]),
+                                 st.head)
+                self.assertNotIn(b'QEVM', st.head)
+                self.assertNotIn(b'MIG2', st.head)
+            self.assertEqual(up.pending, b'', 'a torn TLS record')
+            big = max(big, up.total)
+            if up.total > RAM // 4:
+                # a multifd channel: RAM went there, in full records
+                self.assertEqual(up.records[-1], (TLS_APPDATA,
+                                                  TLS_ALERT_1_3), up.records)
+        # the RAM (no zero page) crossed encrypted, split over channels
+        self.assertGreater(sum(u.total for u, _ in proxy.conns), RAM)
+        self.assertLess(big, RAM)
+
+    def test_qmp_and_objects(self):
+        """QEMU's errors for unusable settings, at migrate time."""
+        src = self.vm('src', '--memory', '16M',
+                      *self.creds('src', 'client'),
+                      '--object', 'authz-simple,id=auth0,identity=CN=x')
+        dst = self.vm('dst', '--memory', '16M', '--incoming', 'defer',
+                      *self.creds('dst', 'server'))
+        addr = {'channels': channels(tcp_addr('127.0.0.1', 1))}
+        for params, words in (
+                ({'tls-creds': 'nope'}, "No TLS credentials with id 'nope'"),
+                ({'tls-creds': 'auth0'}, 'is not TLS credentials'),
+                ({'tls-creds': 'tls0', 'tls-hostname': ''}, None)):
+            src.execute('migrate-set-parameters', params)
+            if words:
+                with self.assertRaises(QmpError) as cm:
+                    src.execute('migrate', addr)
+                self.assertIn(words, cm.exception.desc)
+        with self.assertRaises(QmpError) as cm:
+            src.execute('migrate', {'uri': 'file:' +
+                                    os.path.join(self.tmp, 'f')})
+        self.assertIn('needs a socket transport', cm.exception.desc)
+        # a client endpoint on the destination
+        dst.execute('migrate-set-parameters', {'tls-creds': 'tls0'})
+        self.assertEqual(dst.status(), 'inmigrate')
+        bad = self.vm('bad', '--memory', '16M', '--incoming', 'defer',
+                      *self.creds('src', 'client'))
+        bad.execute('migrate-set-parameters', {'tls-creds': 'tls0'})
+        with self.assertRaises(QmpError) as cm:
+            bad.execute('migrate-incoming', addr)
+        self.assertIn('Expected TLS credentials for a server endpoint',
+                      cm.exception.desc)
+        # null and "" turn TLS off, as in QEMU
+        src.execute('migrate-set-parameters', {'tls-creds': None})
+        self.assertEqual(src.execute('query-migrate-parameters')
+                         ['tls-creds'], '')
+        with self.assertRaises(QmpError):
+            src.execute('migrate-set-parameters', {'tls-creds': 5})
+        self.assertEqual(src.status(), 'running')
+
+    def test_bad_object(self):
+        """Credentials are loaded at start-up: a missing file stops it."""
+        empty = os.path.join(self.tmp, 'empty')
+        os.mkdir(empty)
+        for spec, words in (
+                ('tls-creds-x509,id=t,dir=%s,endpoint=server' % empty,
+                 'Unable to access credentials %s/ca-cert.pem' % empty),
+                ('tls-creds-x509,id=t,dir=%s,endpoint=server,verify-peer=x'
+                 % self.dirs['dst'], "'verify-peer'"),
+                ('tls-creds-x509,id=t,dir=%s,endpoint=client,priority=BOGUS'
+                 % self.dirs['src'], 'priority'),
+                ('authz-simple,id=a', "'identity' is missing"),
+                ('secret,id=s,data=x', "invalid object type 'secret'")):
+            with self.subTest(spec=spec):
+                p = subprocess.run(
+                    [MIG2_VM,
+                     '--memory', '16M', '--object', spec,
+                     '--qmp', 'unix:' + os.path.join(self.tmp, 'x.qmp')],
+                    capture_output=True, text=True, timeout=scaled(10))
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn(words, p.stderr)
+
+
+class TlsRefusalTest(TlsCase):
+    """Each refusal: a clear error on both sides, the source runs on."""
+
+    def test_wrong_ca_server_certificate(self):
+        src = self.source()
+        dst, self.addr = self.destination(creds='dst-other-ca')
+        s, d = self.refused(
+            src, dst,
+            ['TLS handshake with', 'certificate did not verify',
+             'issuer is unknown'],
+            ['TLS handshake failed', 'the source refused the TLS session'])
+
+    def test_wrong_ca_client_certificate(self):
+        src = self.source(creds='src-other-ca')
+        dst, self.addr = self.destination()
+        # GnuTLS offers no certificate from a CA the server did not name.
+        self.refused(src, dst,
+                     ['the destination refused the TLS session'],
+                     ['the source sent no certificate, or none issued by a '
+                      'CA this end trusts'])
+
+    def test_wrong_hostname(self):
+        src = self.source(**{'tls-hostname': 'not-the-destination.example'})
+        dst, self.addr = self.destination()
+        self.refused(src, dst,
+                     ["TLS handshake with 'not-the-destination.example'",
+                      'The name in the certificate does not match'],
+                     ['the source refused the TLS session'])
+
+    def test_unauthorised_client_dn(self):
+        src = self.source()
+        dst, self.addr = self.destination(
+            authz='C=GB,O=mig2 tests,CN=someone-else')
+        self.refused(src, dst,
+                     ['the destination refused the TLS session',
+                      'Access was denied'],
+                     ["authz check for '%s' is denied" % CLIENT_DN,
+                      "tls-authz 'auth0'"])
+
+    def test_plaintext_source_to_tls_destination(self):
+        """The destination answers ERROR tls-required, then still takes
+        a TLS source."""
+        plain = self.source('plain', creds=None, tls=False)
+        dst, self.addr = self.destination()
+        self.refused(plain, dst,
+                     ['tls-required', 'this destination requires TLS'],
+                     ['plaintext migration (QEVM v4)',
+                      'requires TLS'])
+        src = self.source()
+        self.migrate_ok(src, dst, self.addr)
+        self.quit_ok(src)
+        self.quit_ok(dst)
+        self.quit_ok(plain)
+
+    def test_tls_source_to_plaintext_destination(self):
+        src = self.source()
+        dst, self.addr = self.destination(creds=None, tls=False)
+        self.refused(src, dst,
+                     ['TLS handshake with', 'closed the connection',
+                      'does the destination have tls-creds set'],
+                     ['a TLS client connected', 'no tls-creds'])
+
+
+if __name__ == '__main__':
+    if CERTTOOL is None:
+        print('SKIP: certtool (gnutls-bin) is not installed')
+        sys.exit(77)
+    unittest.main()
