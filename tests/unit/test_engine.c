@@ -1495,6 +1495,151 @@ static void test_binding(void **state)
     }
 }
 
+/* SHA-256 over the concatenation of @a and @b. */
+static void sha2(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+                 uint8_t out[MIG2_HASH_LEN])
+{
+    Mig2Hash *h;
+
+    assert_int_equal(mig2_hash_new(&h), MIG2_OK);
+    assert_int_equal(mig2_hash_update(h, a, alen), MIG2_OK);
+    assert_int_equal(mig2_hash_update(h, b, blen), MIG2_OK);
+    assert_int_equal(mig2_hash_peek(h, out), MIG2_OK);
+    mig2_hash_free(h);
+}
+
+/*
+ * A man in the middle downgrades the source's offer: it strips zero-page
+ * from SRC_HELLO's FEATURES, relays DST_HELLO unchanged, and replaces
+ * both FINISHED frames with ones computed over what each side saw, keyed
+ * with what it knows: the empty string.  Without a binding that works and
+ * the two ends silently disagree (spec 11.5).  With a binding it does not
+ * hold -- the same exporter on both ends, or two different ones, as when
+ * it splices two TLS sessions -- the source finds FINISHED(d) wrong and
+ * the handshake fails with transcript (spec 11.4).
+ */
+static void test_mitm_downgrade(void **state)
+{
+    Mig2EngineOptions so = opts_s(false), dopt = opts_d(false);
+    uint8_t bind_a[32], bind_b[32];
+    uint8_t th_s[MIG2_HASH_LEN], th_d[MIG2_HASH_LEN], vd[MIG2_HASH_LEN];
+    int mode;
+
+    (void)state;
+    memset(bind_a, 0x3c, sizeof(bind_a));
+    memset(bind_b, 0xc3, sizeof(bind_b));
+    for (mode = 0; mode < 3; mode++) {
+        Buf sflight = { 0 }, forged = { 0 }, dflight = { 0 }, tail = { 0 };
+        Mig2Error err = { 0 };
+        Frame f[MAX_FRAMES];
+        Mig2Hello h;
+        Mig2Writer w;
+        uint8_t *hello;
+        size_t len, i, j;
+        Pair p;
+
+        small_start(&p, &so, &dopt);
+        if (mode > 0) {
+            assert_int_equal(mig2_engine_set_binding(p.s.e, bind_a, 32),
+                             MIG2_OK);
+            assert_int_equal(mig2_engine_set_binding(
+                                 p.d.e, mode == 1 ? bind_a : bind_b, 32),
+                             MIG2_OK);
+        }
+
+        /* Source -> attacker: preamble and SRC_HELLO, zero-page cut. */
+        take_output(p.s.e, &sflight);
+        assert_int_equal(frames_of(sflight.p + MIG2_PREAMBLE_LEN,
+                                   sflight.len - MIG2_PREAMBLE_LEN, f,
+                                   MAX_FRAMES), 1);
+        assert_int_equal(f[0].type, MIG2_FRAME_SRC_HELLO);
+        assert_int_equal(mig2_hello_decode(f[0].payload, f[0].len,
+                                           MIG2_FRAME_SRC_HELLO, &h, &err),
+                         MIG2_OK);
+        for (i = j = 0; i < h.profile->n_features; i++) {
+            if (h.profile->features[i].id != MIG2_FEAT_ZERO_PAGE) {
+                h.profile->features[j++] = h.profile->features[i];
+            }
+        }
+        assert_int_equal(j + 1, h.profile->n_features);
+        h.profile->n_features = j;
+        mig2_wr_init(&w, MIG2_FRAME_MAX);
+        mig2_hello_encode(&w, MIG2_FRAME_SRC_HELLO, &h, false, 0);
+        assert_int_equal(mig2_wr_error(&w), MIG2_OK);
+        hello = mig2_wr_steal(&w, &len);
+        mig2_hello_clear(&h);
+        buf_add(&forged, sflight.p, MIG2_PREAMBLE_LEN);
+        buf_add(&forged, hello, len);
+        free(hello);
+
+        /* Attacker -> destination; destination -> attacker. */
+        deliver(&p.d, forged.p, forged.len, 0, 0);
+        assert_int_equal(p.d.rc, 0);
+        take_output(p.d.e, &dflight);
+        assert_int_equal(frames_of(dflight.p, dflight.len, f, MAX_FRAMES), 2);
+        assert_int_equal(f[0].type, MIG2_FRAME_DST_HELLO);
+        assert_int_equal(f[1].type, MIG2_FRAME_FINISHED);
+
+        /* What each side hashed: the destination saw the forged offer. */
+        sha2(sflight.p, sflight.len, f[0].start, frame_size(&f[0]), th_s);
+        sha2(forged.p, forged.len, f[0].start, frame_size(&f[0]), th_d);
+        assert_memory_equal(mig2_result_transcript_hash(p.d.e), th_d,
+                            MIG2_HASH_LEN);
+        assert_memory_not_equal(th_s, th_d, MIG2_HASH_LEN);
+
+        /* Attacker -> source: DST_HELLO and a FINISHED(d) for th_s. */
+        buf_add(&tail, f[0].start, frame_size(&f[0]));
+        hmac2(NULL, 0, "mig2 dst finished", th_s, sizeof(th_s), vd);
+        put_frame(&tail, MIG2_FRAME_FINISHED, MIG2_FRAME_FLAG_CRITICAL, vd,
+                  sizeof(vd));
+        deliver(&p.s, tail.p, tail.len, 0, 0);
+        buf_free(&tail);
+
+        if (mode == 0) {
+            /* No binding: the source accepts and sends FINISHED(s)... */
+            assert_int_equal(p.s.rc, 0);
+            assert_int_equal(mig2_engine_state(p.s.e), MIG2_STATE_COMPLETE);
+            assert_memory_equal(mig2_result_transcript_hash(p.s.e), th_s,
+                                MIG2_HASH_LEN);
+            take_output(p.s.e, &tail);
+            assert_int_equal(frames_of(tail.p, tail.len, f, MAX_FRAMES), 1);
+            assert_int_equal(f[0].type, MIG2_FRAME_FINISHED);
+            buf_free(&tail);
+            /* ... which the attacker replaces by one for th_d. */
+            hmac2(NULL, 0, "mig2 src finished", th_d, sizeof(th_d), vd);
+            put_frame(&tail, MIG2_FRAME_FINISHED, MIG2_FRAME_FLAG_CRITICAL,
+                      vd, sizeof(vd));
+            deliver(&p.d, tail.p, tail.len, 0, 0);
+            buf_free(&tail);
+            assert_int_equal(p.d.rc, 0);
+            assert_int_equal(mig2_engine_state(p.d.e), MIG2_STATE_COMPLETE);
+            /* Both "complete", disagreeing on what is in use. */
+            assert_true(mig2_result_has_feature(p.s.e, MIG2_FEAT_ZERO_PAGE));
+            assert_false(mig2_result_has_feature(p.d.e,
+                                                 MIG2_FEAT_ZERO_PAGE));
+        } else {
+            /* The forged FINISHED(d) does not verify under the binding. */
+            assert_int_equal(p.s.rc, MIG2_ERR_TRANSCRIPT);
+            assert_int_equal(mig2_engine_state(p.s.e), MIG2_STATE_FAILED);
+            assert_int_equal(mig2_engine_error(p.s.e)->code,
+                             MIG2_WIRE_TRANSCRIPT);
+            assert_null(mig2_result_channel_key(p.s.e));
+            /* Its ERROR, relayed, ends the destination too. */
+            move_cut(&p.s, &p.d, 0, 0);
+            assert_int_equal(mig2_engine_state(p.d.e), MIG2_STATE_FAILED);
+            assert_int_equal(p.d.ev[p.d.n_ev - 1], MIG2_EV_REJECTED);
+            assert_int_equal(mig2_engine_error(p.d.e)->code,
+                             MIG2_WIRE_TRANSCRIPT);
+            assert_null(mig2_result_channel_key(p.d.e));
+        }
+        mig2_error_clear(&err);
+        buf_free(&sflight);
+        buf_free(&forged);
+        buf_free(&dflight);
+        pair_free(&p);
+    }
+}
+
 /* ---------------------------------------------------------------- */
 /* Data after the handshake                                          */
 /* ---------------------------------------------------------------- */
@@ -2334,6 +2479,7 @@ int main(void)
         cmocka_unit_test(test_wrong_state_frames),
         cmocka_unit_test(test_transcript_tamper),
         cmocka_unit_test(test_binding),
+        cmocka_unit_test(test_mitm_downgrade),
         cmocka_unit_test(test_data_after_handshake),
         cmocka_unit_test(test_peer_error_each_step),
         cmocka_unit_test(test_peer_error_garbled),
