@@ -725,6 +725,11 @@ static char *describe(const TlsConn *t, int rc, const char *peer)
 
         if (st && gnutls_certificate_verification_status_print(
                       st, GNUTLS_CRT_X509, &out, 0) == 0) {
+            size_t n = strlen((const char *)out.data);
+
+            while (n && out.data[n - 1] == ' ') {
+                out.data[--n] = '\0';
+            }
             s = mig_strf("the %s's certificate did not verify: %s", peer,
                          (const char *)out.data);
             gnutls_free(out.data);

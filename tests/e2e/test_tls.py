@@ -16,6 +16,7 @@ test is skipped (exit 77)."""
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -412,6 +413,82 @@ class TlsMigrationTest(TlsCase):
         self.assertGreater(sum(u.total for u, _ in proxy.conns), RAM)
         self.assertLess(big, RAM)
 
+    def tls_client(self, port, creds, data):
+        """Connect with Python's TLS as a client with @creds's certificate,
+        send @data, read to the end.  Returns (answer, error text)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(os.path.join(self.dirs['src'],
+                                               'ca-cert.pem'))
+        d = self.dirs[creds]
+        ctx.load_cert_chain(os.path.join(d, 'client-cert.pem'),
+                            os.path.join(d, 'client-key.pem'))
+        raw = socket.create_connection(('127.0.0.1', port),
+                                       timeout=scaled(10))
+        got = b''
+        try:
+            with ctx.wrap_socket(raw, server_hostname='localhost') as s:
+                s.sendall(data)
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return got, None
+                    got += chunk
+        except (ssl.SSLError, OSError) as e:
+            return got, str(e)
+        finally:
+            raw.close()
+
+    def test_rogue_connections_during_tls_migration(self):
+        """While a TLS migration runs, the listener refuses: a plaintext
+        channel (ERROR tls-required, in clear), a TLS client whose
+        certificate is from another CA (an alert), garbage inside a good
+        TLS session (ERROR protocol) and a second source over TLS (ERROR
+        busy).  The migration completes regardless."""
+        from test_channels import (CODE_BUSY, CODE_PROTOCOL, FRAME_ERROR,
+                                   QEVM_V4, parse_error, parse_frames, talk)
+
+        src = self.source(**{'max-bandwidth': 24 * MiB})
+        dst, addr = self.destination()
+        port = int(addr['port'])
+        before = src.digest()
+        src.execute('migrate', migrate_args(addr))
+        wait_migration(src, ('active',))
+        # 1. a plaintext channel header
+        ans = talk('127.0.0.1', port, b'MIG2\0\1\0\x3c' + b'x' * 60)
+        (ftype, _, payload), = parse_frames(ans)
+        self.assertEqual(ftype, FRAME_ERROR)
+        err = parse_error(payload)
+        self.assertEqual(err['code'], 11, err)
+        self.assertIn('requires TLS', err['message'])
+        # 2. a certificate this destination does not trust
+        ans, why = self.tls_client(port, 'src-other-ca', b'MIG2')
+        self.assertEqual(ans, b'')
+        self.assertTrue(why, 'the destination accepted a foreign client')
+        # 3. garbage in a good session: refused inside TLS
+        ans, why = self.tls_client(port, 'src', b'GARBAGE!' * 8)
+        (ftype, _, payload), = parse_frames(ans)
+        self.assertEqual(parse_error(payload)['code'], CODE_PROTOCOL)
+        # 4. another source
+        ans, why = self.tls_client(port, 'src', QEVM_V4 + b'\0' * 8)
+        (ftype, _, payload), = parse_frames(ans)
+        err = parse_error(payload)
+        self.assertEqual((err['code'], err['flags']), (CODE_BUSY, 1), err)
+        info = wait_migration(src, FINAL_STATUSES)
+        self.assertEqual(info['status'], 'completed', info)
+        wait_migration(dst, FINAL_STATUSES)
+        self.assertEqual(dst.digest(), before)
+        notes = [(n['reason'], n['detail'])
+                 for n in dst.query_migrate()['x-rejected-connections']]
+        text = repr(notes)
+        self.assertIn("('tls', 'a plaintext connection, but this destination "
+                      "requires TLS')", text)
+        self.assertIn("certificate did not verify", text)
+        self.assertIn("'channel/header'", text)
+        self.assertIn("'busy'", text)
+        self.assertEqual(len(notes), 4, notes)
+        self.quit_ok(src)
+        self.quit_ok(dst)
+
     def test_legacy_stream_over_unix_socket(self):
         """TLS is below the stream: the legacy v3 stream over a unix
         socket, where only tls-hostname names the destination."""
@@ -465,6 +542,8 @@ class TlsMigrationTest(TlsCase):
         with self.assertRaises(QmpError):
             src.execute('migrate-set-parameters', {'tls-creds': 5})
         self.assertEqual(src.status(), 'running')
+        for vm in (src, dst, bad):
+            self.quit_ok(vm)
 
     def test_bad_object(self):
         """Credentials are loaded at start-up: a missing file stops it."""
@@ -495,11 +574,13 @@ class TlsRefusalTest(TlsCase):
     def test_wrong_ca_server_certificate(self):
         src = self.source()
         dst, self.addr = self.destination(creds='dst-other-ca')
-        s, d = self.refused(
+        self.refused(
             src, dst,
             ['TLS handshake with', 'certificate did not verify',
              'issuer is unknown'],
             ['TLS handshake failed', 'the source refused the TLS session'])
+        self.quit_ok(src)
+        self.quit_ok(dst)
 
     def test_wrong_ca_client_certificate(self):
         src = self.source(creds='src-other-ca')
@@ -509,6 +590,8 @@ class TlsRefusalTest(TlsCase):
                      ['the destination refused the TLS session'],
                      ['the source sent no certificate, or none issued by a '
                       'CA this end trusts'])
+        self.quit_ok(src)
+        self.quit_ok(dst)
 
     def test_wrong_hostname(self):
         src = self.source(**{'tls-hostname': 'not-the-destination.example'})
@@ -517,6 +600,8 @@ class TlsRefusalTest(TlsCase):
                      ["TLS handshake with 'not-the-destination.example'",
                       'The name in the certificate does not match'],
                      ['the source refused the TLS session'])
+        self.quit_ok(src)
+        self.quit_ok(dst)
 
     def test_unauthorised_client_dn(self):
         src = self.source()
@@ -527,6 +612,8 @@ class TlsRefusalTest(TlsCase):
                       'Access was denied'],
                      ["authz check for '%s' is denied" % CLIENT_DN,
                       "tls-authz 'auth0'"])
+        self.quit_ok(src)
+        self.quit_ok(dst)
 
     def test_plaintext_source_to_tls_destination(self):
         """The destination answers ERROR tls-required, then still takes
@@ -550,6 +637,8 @@ class TlsRefusalTest(TlsCase):
                      ['TLS handshake with', 'closed the connection',
                       'does the destination have tls-creds set'],
                      ['a TLS client connected', 'no tls-creds'])
+        self.quit_ok(src)
+        self.quit_ok(dst)
 
 
 QEMU = shutil.which('qemu-system-x86_64')
@@ -641,6 +730,7 @@ class QemuTlsTest(TlsCase):
         self.assertIn('plaintext legacy migration stream',
                       notes[0]['detail'])
         self.assertEqual(dst.query_migrate()['status'], 'setup')
+        self.quit_ok(dst)
 
 
 if __name__ == '__main__':
