@@ -8,6 +8,7 @@
  *   mig2/profile.h  what an endpoint is and offers
  *   mig2/engine.h   the sans-I/O handshake engine and its results
  *   mig2/channel.h  session-bound extra channels: headers, admission
+ *   mig2/data.h     data-phase frame payloads: RAM, SYNC, DEVICE, END...
  *
  * SPDX-License-Identifier: MIT
  */
@@ -25,6 +26,7 @@
 #include "mig2/profile.h"
 #include "mig2/engine.h"
 #include "mig2/channel.h"
+#include "mig2/data.h"
 
 #ifdef __cplusplus
 extern "C" {
