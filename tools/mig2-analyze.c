@@ -63,6 +63,9 @@ static const char usage_text[] =
 /* ---------------------------------------------------------------- */
 
 static char *vstrf(const char *fmt, va_list ap)
+    __attribute__((format(printf, 1, 0)));
+
+static char *vstrf(const char *fmt, va_list ap)
 {
     char *s = NULL;
 

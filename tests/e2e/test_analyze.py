@@ -410,12 +410,19 @@ class QemuStreamTest(AnalyzeTestCase):
         self.assertIn('offset %d: command PING with 3 bytes' % at, err)
 
 
+# Devices whose subsections are sent (their .needed holds), and one whose
+# subsection is not.
+DEVICES = ['--device', 'serial,fifo=on', '--device', 'cpu,xsave=on',
+           '--device', 'virtio-net,rss=on', '--device', 'rtc']
+
+
 class Mig2StreamTest(AnalyzeTestCase):
 
     def test_v3_file(self):
         mem = make_memory_file(os.path.join(self.tmp, 'ram'), 16 * MiB,
                                seed=3)
-        src = self.vm('src', '--memory', '16M', '--memory-file', mem, '-S')
+        src = self.vm('src', '--memory', '16M', '--memory-file', mem, '-S',
+                      '--nodefaults', *DEVICES)
         out = os.path.join(self.tmp, 'saved.mig')
         src.execute('migrate', {'uri': 'file:' + out})
         info = wait_migration(src, FINAL_STATUSES, timeout=scaled(30))
@@ -425,6 +432,14 @@ class Mig2StreamTest(AnalyzeTestCase):
         doc = analyze_json(out)
         self.check_json_keys(doc)
         self.check_v3_sections_match_vmdesc(doc, out)
+        # The subsections found in the stream are those the vmdesc lists.
+        vmdesc = doc['vmdesc']['json']['devices']
+        full = [s for s in doc['sections'] if s['type'] == 'FULL']
+        for sec, dev in zip(full, vmdesc):
+            self.assertEqual([x['name'] for x in sec['subsections']],
+                             [x['vmsd_name']
+                              for x in dev.get('subsections', [])])
+        self.assertEqual(sum(len(s['subsections']) for s in full), 3)
         self.assertEqual(len(doc['ram']['blocks']), 1)
         block = doc['ram']['blocks'][0]
         self.assertEqual(block['size'], 16 * MiB)
@@ -440,17 +455,18 @@ class Mig2StreamTest(AnalyzeTestCase):
         self.check_corruptions(out, self.boundaries(doc) +
                                self.sample(doc['file_size'], 30, 7), seed=8)
 
-    def capture_v4(self, *src_args):
-        """Migrate a mig2-vm source with the handshake through a relay;
-        return the path of what the source sent on the main channel."""
+    def capture_v4(self, *vm_args):
+        """Migrate a mig2-vm source with the handshake through a relay
+        (both sides with @vm_args); return the path of what the source
+        sent on the main channel, and of its RAM's contents."""
         mem = make_memory_file(os.path.join(self.tmp, 'ram'), 8 * MiB,
                                seed=9)
-        dst, addr = self.incoming('dst', '--memory', '8M')
+        dst, addr = self.incoming('dst', '--memory', '8M', *vm_args)
         cap = os.path.join(self.tmp, 'v4.mig')
         relay = Relay(addr['port'], cap)
         self.addCleanup(relay.close)
         src = self.vm('src', '--memory', '8M', '--memory-file', mem, '-S',
-                      *src_args)
+                      *vm_args)
         src.execute('migrate', {'channels':
                                 handshake_channels('127.0.0.1', relay.port)})
         info = wait_migration(src, FINAL_STATUSES, timeout=scaled(30))
@@ -463,7 +479,7 @@ class Mig2StreamTest(AnalyzeTestCase):
         return cap, mem
 
     def test_v4_capture(self):
-        cap, mem = self.capture_v4()
+        cap, mem = self.capture_v4('--nodefaults', *DEVICES)
         doc = analyze_json(cap)
         self.check_json_keys(doc)
         names = [f['name'] for f in doc['frames']]
@@ -490,10 +506,20 @@ class Mig2StreamTest(AnalyzeTestCase):
         self.assertEqual(end['pages'], 8 * MiB // PAGE)
         machine = [t for t in tlvs if t['name'] == 'MACHINE'][0]['machine']
         self.assertEqual(machine, 'mig2-pc')
-        # Every DEVICE frame's subsections were found in its body.
+        # Every DEVICE frame's subsections were found in its body: those
+        # the SRC_HELLO marks NEEDED.
+        needed = {(t['id'], t['instance']): [s['name'] for s in
+                                             t['subsections'] if s['needed']]
+                  for t in tlvs if t['name'] == 'DEVICE'}
         for f in doc['frames']:
             if f['name'] == 'DEVICE':
                 self.assertIn('fields_size', f, f)
+                self.assertEqual([s['name'] for s in f['subsections']],
+                                 needed[(f['id'], f['instance'])])
+                self.assertEqual(f['fields_size'] + 1 + sum(
+                    1 + len(s['name']) + 4 + s['size']
+                    for s in f['subsections']), f['body_size'])
+        self.assertEqual(sum(len(v) for v in needed.values()), 3)
 
         dump = os.path.join(self.tmp, 'dump')
         analyze('--dump-ram', dump, cap, check=0)
