@@ -438,6 +438,7 @@ static bool ram_section(V3 *v, size_t *pos, json_object *sec)
         int b = -1;
         unsigned bit;
 
+        az_release(az, at);
         if (!az_u64(az, pos, &rec, "a RAM record (be64 offset | flags)")) {
             return false;
         }

@@ -589,6 +589,7 @@ bool az_parse_v4(Az *az)
         json_object *o;
         FrameFn *fn;
 
+        az_release(az, at);
         if (!az_need(az, pos, MIG2_FRAME_HEADER_LEN, "a frame header")) {
             ok = false;
             break;

@@ -52,6 +52,8 @@ typedef struct Az {
     /* v3 only: RAM flags seen (array of names) and the page size */
     json_object *ram_flags;
     uint32_t ram_page_size;
+    /* the mapping below this offset has been handed back (az_release) */
+    size_t released;
 } Az;
 
 /* ---- errors ---- */
@@ -80,6 +82,12 @@ uint32_t az_be32(const uint8_t *p);
  */
 char *az_printable(const void *p, size_t n);
 char *az_hex(const uint8_t *p, size_t n);
+
+/*
+ * The walk will not look below @pos again: let the kernel drop the pages
+ * of the mapping behind it, so a large stream is never resident whole.
+ */
+void az_release(Az *az, size_t pos);
 
 /* ---- JSON helpers (the tree owns what is added) ---- */
 

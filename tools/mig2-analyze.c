@@ -202,6 +202,21 @@ char *az_hex(const uint8_t *p, size_t n)
     return s;
 }
 
+/* Drop what lies behind the walk in steps of this many bytes. */
+#define RELEASE_STEP (64u << 20)
+
+void az_release(Az *az, size_t pos)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t to = pos / page * page;
+
+    if (to > az->released && to - az->released >= RELEASE_STEP) {
+        madvise((void *)(az->base + az->released), to - az->released,
+                MADV_DONTNEED);
+        az->released = to;
+    }
+}
+
 /* ---------------------------------------------------------------- */
 /* JSON helpers                                                      */
 /* ---------------------------------------------------------------- */
