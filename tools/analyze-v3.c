@@ -48,6 +48,7 @@ enum {
 
 /* Only the end of a file is searched for the vmdesc (QEMU's is ~100 KB). */
 #define VMDESC_SEARCH (64u << 20)
+#define VMDESC_TRIES 4
 /* Deepest subsection nesting followed in a vmdesc. */
 #define MAX_DEPTH 16
 /* XBZRLE encoding flag and compressed page bound (zlib's for 4 KiB). */
@@ -113,6 +114,7 @@ static void locate_vmdesc(V3 *v)
 {
     Az *az = v->az;
     size_t lo, p;
+    unsigned tries = 0;
 
     if (az->size < 8 + 6) {
         return;
@@ -121,6 +123,13 @@ static void locate_vmdesc(V3 *v)
     for (p = az->size - 6; p >= lo; p--) {
         if (az->base[p] == SEC_VMDESC && az->base[p + 5] == '{' &&
             az_be32(az->base + p + 1) == az->size - p - 5) {
+            /*
+             * JSON holds no raw 0x06, so the real vmdesc is the last
+             * candidate; a few tries bound the work on crafted files.
+             */
+            if (++tries > VMDESC_TRIES) {
+                return;
+            }
             v->vmdesc = parse_json(az->base + p + 5, az->size - p - 5);
             if (v->vmdesc) {
                 v->vmdesc_off = p;
@@ -202,6 +211,12 @@ static json_object *vmdesc_device(V3 *v, const char *name, size_t len,
     return d;
 }
 
+static void free_userdata(json_object *o, void *userdata)
+{
+    (void)o;
+    free(userdata);
+}
+
 /*
  * Walk one vmdesc description (a device or a subsection) at *@pos: its
  * fields take the sum of their sizes, then each listed subsection follows
@@ -215,7 +230,7 @@ static bool walk_desc(V3 *v, json_object *desc, size_t *pos, int depth,
     json_object *fields = NULL, *subs = NULL;
     const char *who = "?";
     json_object *nm;
-    uint64_t total = 0;
+    uint64_t total = 0, *cached;
     size_t i;
 
     if (json_object_object_get_ex(desc, "vmsd_name", &nm) ||
@@ -231,25 +246,36 @@ static bool walk_desc(V3 *v, json_object *desc, size_t *pos, int depth,
         return az_fail(az, *pos, "the vmdesc entry of \"%s\" has no fields "
                        "list", who);
     }
-    for (i = 0; i < json_object_array_length(fields); i++) {
-        json_object *f = json_object_array_get_idx(fields, i), *sz, *al;
-        int64_t size, n = 1;
+    cached = json_object_get_userdata(fields);
+    if (cached) {
+        total = *cached;
+    } else {
+        for (i = 0; i < json_object_array_length(fields); i++) {
+            json_object *f = json_object_array_get_idx(fields, i), *sz, *al;
+            int64_t size, n = 1;
 
-        if (!json_object_object_get_ex(f, "size", &sz) ||
-            (size = json_object_get_int64(sz)) < 0) {
-            return az_fail(az, *pos, "the vmdesc entry of \"%s\" has a "
-                           "field without a valid size", who);
+            if (!json_object_object_get_ex(f, "size", &sz) ||
+                (size = json_object_get_int64(sz)) < 0) {
+                return az_fail(az, *pos, "the vmdesc entry of \"%s\" has a "
+                               "field without a valid size", who);
+            }
+            if (json_object_object_get_ex(f, "array_len", &al) &&
+                (n = json_object_get_int64(al)) < 0) {
+                return az_fail(az, *pos, "the vmdesc entry of \"%s\" has a "
+                               "negative array_len", who);
+            }
+            /* Both are below 2^63: saturate rather than wrap. */
+            if (n && (uint64_t)size > (UINT64_MAX - total) / (uint64_t)n) {
+                total = UINT64_MAX;
+            } else {
+                total += (uint64_t)size * (uint64_t)n;
+            }
         }
-        if (json_object_object_get_ex(f, "array_len", &al) &&
-            (n = json_object_get_int64(al)) < 0) {
-            return az_fail(az, *pos, "the vmdesc entry of \"%s\" has a "
-                           "negative array_len", who);
-        }
-        /* Both are below 2^63: saturate rather than wrap. */
-        if (n && (uint64_t)size > (UINT64_MAX - total) / (uint64_t)n) {
-            total = UINT64_MAX;
-        } else {
-            total += (uint64_t)size * (uint64_t)n;
+        /* A device may have many sections: sum its fields once. */
+        cached = malloc(sizeof(*cached));
+        if (cached) {
+            *cached = total;
+            json_object_set_userdata(fields, cached, free_userdata);
         }
     }
     if (total > az->size - *pos) {

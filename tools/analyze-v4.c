@@ -28,6 +28,7 @@ typedef struct V4 {
     json_object *frames;
     Mig2Hello src;              /* the first SRC_HELLO: blocks, devices */
     bool have_src;
+    json_object *devindex;      /* "instance/id" -> its manifest index */
     Mig2DataRamBlock *rblocks;  /* its RAM_BLOCK list, for the codec */
     int *rmap;                  /* RAM_BLOCK index -> az block */
     size_t n_rblocks;
@@ -140,6 +141,17 @@ static bool keep_src(V4 *v, size_t off, Mig2Hello *h)
     v->src = *h;
     memset(h, 0, sizeof(*h));
     v->have_src = true;
+    v->devindex = json_object_new_object();
+    for (i = 0; i < p->n_devices; i++) {
+        char *key = NULL;
+
+        if (asprintf(&key, "%" PRIu32 "/%s", p->devices[i].instance,
+                     p->devices[i].id) < 0) {
+            return az_io_fail(v->az, "out of memory");
+        }
+        json_object_object_add(v->devindex, key, json_object_new_int64(i));
+        free(key);
+    }
     v->n_rblocks = p->n_ram;
     v->rblocks = calloc(p->n_ram + 1, sizeof(*v->rblocks));
     v->rmap = calloc(p->n_ram + 1, sizeof(*v->rmap));
@@ -440,18 +452,16 @@ static bool frame_end(V4 *v, size_t off, const uint8_t *p, uint32_t len,
 static const Mig2Device *manifest_device(const V4 *v,
                                          const Mig2DataDevice *d)
 {
-    const Mig2Profile *p = v->have_src ? v->src.profile : NULL;
-    size_t i;
+    json_object *idx = NULL;
+    char *key = NULL;
 
-    for (i = 0; p && i < p->n_devices; i++) {
-        const Mig2Device *md = &p->devices[i];
-
-        if (md->instance == d->instance && strlen(md->id) == d->id_len &&
-            memcmp(md->id, d->id, d->id_len) == 0) {
-            return md;
-        }
+    if (!v->have_src || asprintf(&key, "%" PRIu32 "/%.*s", d->instance,
+                                 (int)d->id_len, d->id) < 0) {
+        return NULL;
     }
-    return NULL;
+    json_object_object_get_ex(v->devindex, key, &idx);
+    free(key);
+    return idx ? &v->src.profile->devices[json_object_get_int64(idx)] : NULL;
 }
 
 static bool names_known(const Mig2Device *md, const Mig2DataSubsection *s,
@@ -497,8 +507,12 @@ static void device_split(V4 *v, const Mig2DataDevice *d, json_object *o)
             continue;
         }
         budget -= count < budget ? count : budget;
-        if (mig2_data_device_tail_parse(d, k, subs, count, &n) == MIG2_OK &&
-            names_known(md, subs, n)) {
+        if (mig2_data_device_tail_parse(d, k, subs, count, &n) != MIG2_OK) {
+            continue;
+        }
+        /* Name checks cost too: n x the manifest's subsections. */
+        budget -= n * md->n_subs < budget ? n * md->n_subs : budget;
+        if (names_known(md, subs, n)) {
             json_object *list;
 
             az_juint(o, "fields_size", k);
@@ -515,7 +529,7 @@ static void device_split(V4 *v, const Mig2DataDevice *d, json_object *o)
             return;
         }
     }
-    az_jstr(o, "tail", "not found");
+    az_jstr(o, "tail", budget ? "not found" : "not found (search too long)");
 }
 
 static bool frame_device(V4 *v, size_t off, const uint8_t *p, uint32_t len,
@@ -635,6 +649,7 @@ bool az_parse_v4(Az *az)
     if (v.have_src) {
         mig2_hello_clear(&v.src);
     }
+    json_object_put(v.devindex);
     free(v.rblocks);
     free(v.rmap);
     return ok;
