@@ -657,7 +657,8 @@ static void print_v3_section(json_object *s)
         json_object *blocks = jget(ram, "blocks");
 
         if (jhas(ram, "mem_size")) {
-            printf("              MEM_SIZE %" PRIu64 ":", juint(ram, "mem_size"));
+            printf("              MEM_SIZE %" PRIu64 ":",
+                   juint(ram, "mem_size"));
             for (i = 0; blocks && i < json_object_array_length(blocks); i++) {
                 json_object *b = json_object_array_get_idx(blocks, i);
 
