@@ -9,6 +9,7 @@
  *   mig2/engine.h   the sans-I/O handshake engine and its results
  *   mig2/channel.h  session-bound extra channels: headers, admission
  *   mig2/manifest.h one-way v4 streams: MANIFEST, its check, DIGEST
+ *   mig2/data.h     data-phase frame payloads: RAM, SYNC, DEVICE, END...
  *
  * SPDX-License-Identifier: MIT
  */
@@ -27,6 +28,7 @@
 #include "mig2/engine.h"
 #include "mig2/channel.h"
 #include "mig2/manifest.h"
+#include "mig2/data.h"
 
 #ifdef __cplusplus
 extern "C" {

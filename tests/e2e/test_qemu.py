@@ -23,16 +23,18 @@ QEMU = shutil.which('qemu-system-x86_64')
 
 
 class Qemu:
-    """A qemu-system-x86_64 -M none process with a QMP socket.  Stopped by
-    PID at cleanup (SIGTERM, then SIGKILL)."""
+    """A qemu-system-x86_64 process (-M none unless @machine says otherwise,
+    @extra: more arguments) with a QMP socket.  Stopped by PID at cleanup
+    (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, tmpdir, name, incoming=False, paused=False):
+    def __init__(self, tmpdir, name, incoming=False, paused=False,
+                 machine='none', extra=()):
         self.name = name
         self.qmp_path = os.path.join(tmpdir, name + '.qmp')
         self.stderr_path = os.path.join(tmpdir, name + '.stderr')
-        cmd = [QEMU, '-M', 'none', '-display', 'none', '-nodefaults',
+        cmd = [QEMU, '-M', machine, '-display', 'none', '-nodefaults',
                '-accel', 'tcg', '-qmp',
-               'unix:%s,server=on,wait=off' % self.qmp_path]
+               'unix:%s,server=on,wait=off' % self.qmp_path] + list(extra)
         if incoming:
             cmd += ['-incoming', 'defer']
         if paused:
