@@ -1716,6 +1716,12 @@ bool mig_v2_destination(Migration *m, Chan *c, char **errp)
     ok = mig_run_handshake(m, c, e, errp);
     if (ok) {
         mig_apply_final_config(m, e);
+        /*
+         * The channel was opened with our own stall deadline; the data
+         * phase runs on the negotiated one (spec 8.3.4), as the multifd
+         * receivers do.
+         */
+        c->stall_ms = (int)mig_cfg_u64(m, "x-stall-timeout");
         mig_set_status(m, MIG_STATUS_ACTIVE);
         ok = v2_load(m, c, e, errp);
     }
