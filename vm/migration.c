@@ -1194,6 +1194,9 @@ void mig_switchover_stop(Migration *m)
     m->downtime_start = mig_now_ms();
     vm_stop(vm, RUN_STATE_FINISH_MIGRATE);
     pthread_mutex_lock(&vm->lock);
+    /* Put back if the migration fails: the source keeps its state. */
+    free(m->prev_globalstate);
+    m->prev_globalstate = strdup(globalstate_get(vm->globalstate));
     /* As QEMU's globalstate: the destination ends in the source's state. */
     globalstate_set(vm->globalstate, run_state_name(prev));
     pthread_mutex_unlock(&vm->lock);
