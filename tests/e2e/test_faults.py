@@ -280,6 +280,158 @@ class FaultCase(VmTestCase):
         return info
 
 
+class EchoServer:
+    """A TCP server that echoes every connection and keeps what each one
+    sent, in accept order."""
+
+    def __init__(self, test):
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(16)
+        self.ls.settimeout(0.05)
+        self.port = self.ls.getsockname()[1]
+        self.stop = threading.Event()
+        self.got = []
+        self.threads = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+        test.addCleanup(self.close)
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            buf = bytearray()
+            self.got.append(buf)
+            t = threading.Thread(target=self._echo, args=(c, buf),
+                                 daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    @staticmethod
+    def _echo(c, buf):
+        try:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                buf += d
+                c.sendall(d)
+            c.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop.set()
+        self.ls.close()
+        for t in self.threads:
+            t.join(5)
+
+
+class ProxyTest(VmTestCase):
+    """chaos-proxy itself, between plain sockets: latency per chunk (not
+    serialised), a rate cap, rules bound to one connection, exact cut
+    positions, and a clean exit on SIGTERM with a pipe stalled."""
+
+    def setUp(self):
+        super().setUp()
+        if not os.path.exists(PROXY):
+            self.skipTest('chaos-proxy not built: ' + PROXY)
+
+    def exchange(self, port, data, timeout=10):
+        """Send @data, half-close, read to the end; (reply, seconds)."""
+        t0 = time.monotonic()
+        s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            got = b''
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                got += d
+        finally:
+            s.close()
+        return got, time.monotonic() - t0
+
+    def test_latency_and_rate(self):
+        echo = EchoServer(self)
+        p = ChaosProxy(self, 'delay', echo.port, ['dir=both,delay=100'])
+        # 64 chunks back to back: one round trip of delay, not 64.
+        s = socket.create_connection(('127.0.0.1', p.port), timeout=10)
+        t0 = time.monotonic()
+        for i in range(64):
+            s.sendall(bytes([i]) * 1000)
+            time.sleep(0.002)
+        s.shutdown(socket.SHUT_WR)
+        got = b''
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        s.close()
+        dt = time.monotonic() - t0
+        self.assertEqual(len(got), 64000)
+        self.assertGreaterEqual(dt, 0.2)
+        self.assertLess(dt, 0.2 + 0.13 + scaled(0.3))
+        p.stop()
+
+        p = ChaosProxy(self, 'rate', echo.port, ['dir=c2s,rate=256k'])
+        got, dt = self.exchange(p.port, b'x' * (256 * 1024))
+        self.assertEqual(len(got), 256 * 1024)
+        self.assertGreaterEqual(dt, 0.85)
+        self.assertLess(dt, scaled(3))
+        p.stop()
+
+    def test_rules_per_connection(self):
+        """Connection 2 is cut after 3 bytes (both ways at once: its echo
+        is never forwarded); connection 3 gets "--" inserted before its
+        first byte and the second byte of its echo flipped; 1 and 4 pass
+        untouched."""
+        echo = EchoServer(self)
+        p = ChaosProxy(self, 'conns', echo.port, [
+            'conn=2,dir=c2s,cut,at=3', 'conn=3,dir=s2c,flip=0x20,at=1',
+            'conn=3,dir=c2s,insert=2d2d,frame=0'])
+        replies = [self.exchange(p.port, b'abcdefgh')[0] for _ in range(4)]
+        self.assertEqual(replies, [b'abcdefgh', b'', b'-\x0dabcdefgh',
+                                   b'abcdefgh'], p.log())
+        self.assertEqual([bytes(g) for g in echo.got],
+                         [b'abcdefgh', b'abc', b'--abcdefgh', b'abcdefgh'])
+        self.assertEqual(p.fired('cut'), [(2, 'c2s', 3)])
+        self.assertEqual(p.fired('insert'), [(3, 'c2s', 0)])
+        self.assertEqual(p.fired('flip'), [(3, 's2c', 1)])
+        p.stop()
+
+    def test_stall_then_sigterm(self):
+        echo = EchoServer(self)
+        p = ChaosProxy(self, 'stall', echo.port, ['dir=s2c,stall,at=4'])
+        s = socket.create_connection(('127.0.0.1', p.port), timeout=10)
+        s.sendall(b'0123456789')
+        got = b''
+        while len(got) < 4:
+            got += s.recv(100)
+        s.settimeout(0.3)
+        self.assertRaises(socket.timeout, s.recv, 100)
+        self.assertEqual(got, b'0123')
+        t0 = time.monotonic()
+        self.assertEqual(p.stop(), 0)
+        self.assertLess(time.monotonic() - t0, scaled(2))
+        s.settimeout(10)
+        self.assertEqual(s.recv(100), b'')      # closed, not hung
+        s.close()
+        self.assertEqual(p.fired('stall'), [(1, 's2c', 4)])
+
+
 # Reasons.  A broken connection must be named as such.
 CONN = r'(?i)connection'
 STALL = r'stall deadline'
