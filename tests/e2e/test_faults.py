@@ -793,6 +793,7 @@ class UndetectableTest(FaultCase):
         cases = [
             'flip,type=0x0101,nth=2,off=%d' % (ram_data + 100),  # page data
             'flip=0x10,type=0x0101,nth=2,off=22',   # another valid page
+            'flip,type=0x0104,nth=3,off=30',        # a device field value
         ]
         for i, rule in enumerate(cases):
             with self.subTest(rule=rule):

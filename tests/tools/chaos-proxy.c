@@ -921,7 +921,9 @@ static bool pipe_pump(Pipe *p)
         }
         p->fwd += (uint64_t)w;
         p->sent += (uint64_t)w;
-        p->tokens -= (double)w;
+        if (p->rate) {
+            p->tokens -= (double)w;
+        }
         while (p->ch_count &&
                p->chunks[p->ch_head].end <= p->fwd) {
             p->ch_head = (p->ch_head + 1) % CHUNK_SLOTS;
