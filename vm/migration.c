@@ -1285,6 +1285,9 @@ void mig_switchover_stop(Migration *m)
     m->downtime_start = mig_now_ms();
     vm_stop(vm, RUN_STATE_FINISH_MIGRATE);
     pthread_mutex_lock(&vm->lock);
+    /* Put back if the migration fails: the source keeps its state. */
+    free(m->prev_globalstate);
+    m->prev_globalstate = strdup(globalstate_get(vm->globalstate));
     /* As QEMU's globalstate: the destination ends in the source's state. */
     globalstate_set(vm->globalstate, run_state_name(prev));
     pthread_mutex_unlock(&vm->lock);
@@ -1956,6 +1959,12 @@ bool mig_v2_destination(Migration *m, Chan *c, char **errp)
     tls_publish(m, c);
     if (ok) {
         mig_apply_final_config(m, e);
+        /*
+         * The channel was opened with our own stall deadline; the data
+         * phase runs on the negotiated one (spec 8.3.4), as the multifd
+         * receivers do.
+         */
+        c->stall_ms = (int)mig_cfg_u64(m, "x-stall-timeout");
         mig_set_status(m, MIG_STATUS_ACTIVE);
         ok = v2_load(m, c, e, NULL, errp);
     }

@@ -61,6 +61,7 @@ struct Migration {
     char *chan_test;            /* source: --x-channel-test, tests only */
 
     RunState prev_state;        /* source: run state before switchover */
+    char *prev_globalstate;     /* source: globalstate before switchover */
     bool stopped_guest;
 };
 

@@ -91,6 +91,7 @@ void migration_free(Migration *m)
     json_object_put(m->hs_info);
     json_object_put(m->rejected);
     free(m->chan_test);
+    free(m->prev_globalstate);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -196,6 +197,11 @@ static void finish(Migration *m, bool ok, char *err)
             vm_set_state(vm, RUN_STATE_POSTMIGRATE);
         } else if (m->stopped_guest) {
             /* The source keeps its guest: back to where it was. */
+            if (m->prev_globalstate) {
+                pthread_mutex_lock(&vm->lock);
+                globalstate_set(vm->globalstate, m->prev_globalstate);
+                pthread_mutex_unlock(&vm->lock);
+            }
             if (m->prev_state == RUN_STATE_RUNNING) {
                 vm_start(vm);
             } else {

@@ -9,6 +9,7 @@ Environment (set by tests/e2e/meson.build):
 Stdlib only.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -241,6 +242,33 @@ def main_unix_channels(path):
     return channels(unix_addr(path), 'main')
 
 
+def sanitizer_env(tmpdir, name, base=None):
+    """The environment for a process of this build tree named @name: its
+    sanitizer reports (ASan, LeakSanitizer, UBSan) go to files
+    @tmpdir/@name.sanitizer.PID, where sanitizer_reports() finds them,
+    whatever the process's exit code.  Options already set (make check sets
+    some) are kept; the variables are harmless to an unsanitized binary."""
+    env = dict(os.environ if base is None else base)
+    prefix = os.path.join(tmpdir, name + '.sanitizer')
+    for var in ('ASAN_OPTIONS', 'UBSAN_OPTIONS'):
+        opts = env.get(var, '')
+        env[var] = (opts + ':' if opts else '') + 'log_path=' + prefix
+    return env
+
+
+def sanitizer_reports(tmpdir, name):
+    """The text of every sanitizer report the process @name wrote ('' when
+    there is none)."""
+    texts = []
+    for path in sorted(glob.glob(os.path.join(tmpdir,
+                                              name + '.sanitizer*'))):
+        with open(path, 'rb') as f:
+            text = f.read().decode('utf-8', 'replace')
+        if text.strip():
+            texts.append('%s:\n%s' % (os.path.basename(path), text))
+    return '\n'.join(texts)
+
+
 def make_tmpdir(test):
     """A temp dir removed at cleanup; short enough for unix socket paths."""
     base = tempfile.gettempdir()
@@ -300,7 +328,9 @@ class Vm:
         self._stderr = open(self.stderr_path, 'wb')
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL,
-                                     stderr=self._stderr, env=self.env,
+                                     stderr=self._stderr,
+                                     env=sanitizer_env(self.tmpdir, self.name,
+                                                       self.env),
                                      preexec_fn=_die_with_parent)
         self.qmp = connect_qmp(self, timeout)
         return self
@@ -318,6 +348,9 @@ class Vm:
                 return f.read().decode('utf-8', 'replace')
         except OSError:
             return ''
+
+    def sanitizer_reports(self):
+        return sanitizer_reports(self.tmpdir, self.name)
 
     def wait_exit(self, timeout=None):
         """Wait for the process to end by itself; return its exit code."""
@@ -521,6 +554,8 @@ class VmTestCase(unittest.TestCase):
         assert name not in self._names, name
         self._names.add(name)
         v = Vm(self.tmp, name, args, binary=binary, wrapper=wrapper)
+        # Cleanups run last-in first-out: stop, then look for reports.
+        self.addCleanup(self.assertNoSanitizerReport, v)
         self.addCleanup(v.stop_process)
         if start:
             v.start()
@@ -550,6 +585,14 @@ class VmTestCase(unittest.TestCase):
         if transport == 'tcp':
             addr = tcp_addr('127.0.0.1', v.incoming_port())
         return v, addr
+
+    def assertNoSanitizerReport(self, proc):
+        """Fail when @proc (anything with .name and .sanitizer_reports())
+        left a sanitizer report: a leak or error in a process that exits
+        with 1 by design would otherwise go unnoticed."""
+        text = proc.sanitizer_reports()
+        if text:
+            self.fail('%s: sanitizer report:\n%s' % (proc.name, text[-6000:]))
 
     def quit_ok(self, vm):
         """Stop @vm with QMP quit and require exit code 0 (catches
