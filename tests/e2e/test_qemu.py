@@ -2,7 +2,9 @@
 """Interoperability with a real QEMU 7.2 (qemu-system-x86_64 -M none):
 legacy v3 streams both ways over tcp and exec, v2 (channel-type handshake)
 against a QEMU destination that predates it, a one-way v4 file (MANIFEST)
-refused by QEMU at once, a machine type mismatch, and a legacy file:
+refused by QEMU at once, a machine type mismatch, sections the
+destination does not know (refused by QEMU and mig2-vm in the same words,
+and a real -M pc stream refused at its pc.ram block), and a legacy file:
 save/restore round trip between two mig2-vm processes.
 
 Skipped as a whole when qemu-system-x86_64 is not installed
@@ -269,6 +271,58 @@ class QemuInteropTest(VmTestCase):
         dst2.execute('migrate-incoming', {'uri': 'exec:cat ' + path})
         self.assertEqual(dst2.wait_exit(scaled(10)), 1, dst2.stderr())
         self.assertIn(msg, dst2.stderr())
+
+    # ---- sections the destination does not know ----
+
+    def test_unknown_section_refused_alike(self):
+        # A mig2-vm -M none stream with a serial device: QEMU 7.2 -M none
+        # and a mig2-vm -M none destination both refuse it, naming the
+        # section in the same words.
+        src = self.vm('src', '--machine', 'none', '--device', 'serial')
+        path = os.path.join(self.tmp, 'serial.mig')
+        src.execute('migrate', {'uri': 'file:' + path})
+        info = wait_migration(src, FINAL_STATUSES, timeout=scaled(20))
+        self.assertEqual(info['status'], 'completed', info)
+        msg = "Unknown savevm section or instance 'serial' 0"
+        q = Qemu(self.tmp, 'qdst', incoming=True)
+        self.addCleanup(q.stop_process)
+        q.start()
+        q.execute('migrate-incoming', {'uri': 'exec:cat ' + path})
+        self.assertNotEqual(q.wait_exit(scaled(20)), 0)
+        self.assertIn(msg, q.stderr())
+        dst = self.vm('dst', '--machine', 'none', '--incoming', 'defer')
+        dst.execute('migrate-incoming', {'uri': 'exec:cat ' + path})
+        self.assertEqual(dst.wait_exit(scaled(10)), 1, dst.stderr())
+        self.assertIn(msg, dst.stderr())
+        self.quit_ok(src)
+
+    def test_qemu_pc_stream_refused_by_section(self):
+        # A real QEMU -M pc stream whose machine name is rewritten to
+        # 'none': mig2-vm gets past the configuration and refuses the
+        # first thing it does not have, the pc.ram block, as QEMU words it.
+        src = self.qemu_pc('qpc')
+        path = os.path.join(self.tmp, 'pc.mig')
+        src.execute('migrate', {'uri': 'exec:cat > ' + path})
+        self.assertEqual(qemu_wait_migration(src)['status'], 'completed')
+        with open(path, 'rb') as f:
+            data = f.read()
+        name = data.index(b'pc-i440fx-')
+        n = int.from_bytes(data[name - 4:name], 'big')
+        patched = os.path.join(self.tmp, 'pc-as-none.mig')
+        with open(patched, 'wb') as f:
+            f.write(data[:name - 4] + (4).to_bytes(4, 'big') + b'none' +
+                    data[name + n:])
+        dst = self.vm('dst', '--machine', 'none', '--incoming', 'defer')
+        dst.execute('migrate-incoming', {'uri': 'exec:cat ' + patched})
+        self.assertEqual(dst.wait_exit(scaled(10)), 1, dst.stderr())
+        self.assertIn('Unknown ramblock "pc.ram", cannot accept migration',
+                      dst.stderr())
+
+    def qemu_pc(self, name):
+        q = Qemu(self.tmp, name, paused=True, machine='pc',
+                 extra=('-m', '16'))
+        self.addCleanup(q.stop_process)
+        return q.start()
 
     # ---- legacy v3 save/restore between mig2-vm processes ----
 
