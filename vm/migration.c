@@ -1299,6 +1299,19 @@ void mig_switchover_stop(Migration *m)
  * just before it closed.  Look for its ERROR briefly; keep our own reason
  * when there is none.
  */
+static void salvage_peer_error(Chan *c, char **errp);
+
+/*
+ * Did the destination's ERROR on the main channel end the migration?  Then
+ * it knows why and needs no ERROR back.  An ERROR on a multifd channel
+ * ("multifd channel N: destination reported ...") does not count: the
+ * destination's main channel still waits and must be told.
+ */
+static bool main_peer_error(const char *err)
+{
+    return err && strncmp(err, "destination reported ", 21) == 0;
+}
+
 static void salvage_peer_error(Chan *c, char **errp)
 {
     int i;
@@ -1414,12 +1427,11 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
         ok = f != NULL;
     }
     ok = ok && send_state(m, c, e, f, errp) && wait_done(c, errp);
-    if (!ok && !mig_cancelled(m) &&
-        !strstr(*errp ? *errp : "", "destination reported")) {
+    if (!ok && !mig_cancelled(m) && !main_peer_error(*errp)) {
         salvage_peer_error(c, errp);
     }
     if (!ok && mig2_engine_state(e) == MIG2_STATE_COMPLETE &&
-        !strstr(*errp ? *errp : "", "destination reported")) {
+        !main_peer_error(*errp)) {
         /* Tell the destination why we stop, if it still listens. */
         mig_send_error(c, mig_cancelled(m) ? MIG2_WIRE_CANCELLED
                                            : MIG2_WIRE_INTERNAL,
