@@ -2036,11 +2036,20 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e,
         *errp = NULL;
         load_error(c, MIG2_WIRE_TIMEOUT, errp, werr);
         werr = NULL;
+    } else if (!ok && mfd && *errp &&
+               strcmp(*errp, "the peer closed the connection") == 0 &&
+               (werr = mfd_dest_failure(mfd, 500)) &&
+               !strstr(werr, "the peer closed the connection")) {
+        /* The source gave up because a channel of ours refused it. */
+        free(*errp);
+        *errp = werr;
+        werr = NULL;
     } else if (!ok && mig_cancelled(m)) {
         /* quit or a signal: the source learns why instead of a reset. */
         mig_send_error(c, MIG2_WIRE_CANCELLED,
                        "the destination is shutting down");
     }
+    free(werr);
     free(ls.loaded);
     mfd_dest_stop(mfd);
     return ok;

@@ -58,7 +58,7 @@ struct Migration {
     MigStats stats;
     json_object *hs_info;       /* x-query-handshake */
     json_object *rejected;      /* destination: refused connections */
-    char *chan_test;            /* source: --x-channel-test, tests only */
+    char *chan_test;            /* --x-channel-test, tests only */
 
     RunState prev_state;        /* source: run state before switchover */
     bool stopped_guest;
@@ -139,6 +139,12 @@ unsigned mfd_dest_channels(const MfdDest *d);
 bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp);
 /* The channel deadline ended the migration while the main thread read. */
 bool mfd_dest_timed_out(MfdDest *d, char **errp);
+/*
+ * The first failure of a multifd channel, or NULL; waits up to @wait_ms
+ * for channels still running to finish (the main channel closed: they
+ * may be about to say why).
+ */
+char *mfd_dest_failure(MfdDest *d, int wait_ms);
 uint64_t mfd_dest_pages(MfdDest *d);
 void mfd_dest_stop(MfdDest *d);
 /* Record a refused connection for query-migrate (thread-safe). */

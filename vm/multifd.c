@@ -267,9 +267,12 @@ static bool send_refused(Sender *s, const char *what, Mig2Writer *w,
     Mig2FrameHeader fh;
     bool sent;
 
-    sent = w ? chan_write(&s->c, w->buf, w->len, errp)
-             : send_unknown(&s->c, 0x02f7, MIG2_FRAME_FLAG_CRITICAL, 5, errp);
-    mig2_wr_free(w);
+    if (w) {
+        sent = !mig2_wr_error(w) && chan_write(&s->c, w->buf, w->len, errp);
+        mig2_wr_free(w);
+    } else {
+        sent = send_unknown(&s->c, 0x02f7, MIG2_FRAME_FLAG_CRITICAL, 5, errp);
+    }
     if (!sent || !chan_read(&s->c, h, sizeof(h), errp)) {
         return false;
     }
@@ -706,16 +709,17 @@ static void *receiver_main(void *opaque)
         pthread_cond_broadcast(&d->cond);
         pthread_mutex_unlock(&d->lock);
     }
-    if (code) {
-        mig_send_error(&r->c, code, err);
-    }
-    pthread_mutex_lock(&d->lock);
-    r->done = true;
-    pthread_mutex_unlock(&d->lock);
     /* After the migration ends the source closes: not a failure. */
     if (!d->stopping) {
         dest_fail(d, mig_strf("multifd channel %u: %s", r->index,
                               err ? err : "closed"));
+    }
+    pthread_mutex_lock(&d->lock);
+    r->done = true;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    if (code) {
+        mig_send_error(&r->c, code, err);
     }
     free(err);
     return NULL;
@@ -1171,6 +1175,37 @@ bool mfd_dest_timed_out(MfdDest *d, char **errp)
     }
     pthread_mutex_unlock(&d->lock);
     return out;
+}
+
+char *mfd_dest_failure(MfdDest *d, int wait_ms)
+{
+    int64_t until = mig_now_ms() + wait_ms;
+    char *why = NULL;
+
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        unsigned i, busy = 0;
+        struct timespec ts;
+
+        for (i = 0; i < d->n; i++) {
+            busy += d->started[i] && !d->r[i].done;
+        }
+        if (!busy || mig_now_ms() >= until) {
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+    }
+    if (d->err) {
+        why = strdup(d->err);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return why;
 }
 
 uint64_t mfd_dest_pages(MfdDest *d)
