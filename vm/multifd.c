@@ -87,19 +87,25 @@ static void wake_all(Multifd *f)
     }
 }
 
-/* Wait on @f->cond for at most 50 ms, so a cancel is noticed. */
-static void wait_main(Multifd *f)
+/* Wait on @cond (holding @lock) for at most @ms milliseconds. */
+static void cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, long ms)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_nsec += ms * 1000000L;
+    while (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
     }
+    pthread_cond_timedwait(cond, lock, &ts);
+}
+
+/* Wait on @f->cond for at most 50 ms, so a cancel is noticed. */
+static void wait_main(Multifd *f)
+{
     f->waiters++;
-    pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+    cond_wait_ms(&f->cond, &f->lock, 50);
     f->waiters--;
 }
 
@@ -1118,7 +1124,6 @@ bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp)
     for (;;) {
         unsigned i, behind = 0;
         bool all_admitted = true;
-        struct timespec ts;
 
         if (d->err) {
             *errp = strdup(d->err);
@@ -1146,13 +1151,7 @@ bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp)
             *errp = strdup("migration cancelled");
             break;
         }
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+        cond_wait_ms(&d->cond, &d->lock, 50);
     }
     pthread_mutex_unlock(&d->lock);
     return false;
@@ -1185,7 +1184,6 @@ char *mfd_dest_failure(MfdDest *d, int wait_ms)
     pthread_mutex_lock(&d->lock);
     for (;;) {
         unsigned i, busy = 0;
-        struct timespec ts;
 
         for (i = 0; i < d->n; i++) {
             busy += d->started[i] && !d->r[i].done;
@@ -1193,13 +1191,7 @@ char *mfd_dest_failure(MfdDest *d, int wait_ms)
         if (!busy || mig_now_ms() >= until) {
             break;
         }
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+        cond_wait_ms(&d->cond, &d->lock, 10);
     }
     if (d->err) {
         why = strdup(d->err);

@@ -62,6 +62,14 @@ class DataPhaseCase(ChannelCase):
         self.quit_ok(src)
         self.quit_ok(dst)
 
+    def assert_source_refused(self, src, info, text):
+        """The source failed because the destination broke the protocol
+        with @text, and resumed its guest."""
+        self.assertEqual(info['status'], 'failed', info)
+        self.assertEqual(info['error-desc'],
+                         'destination broke the protocol: ' + text)
+        self.assertEqual(src.status(), 'running')
+
 
 class MultifdFramesTest(DataPhaseCase):
 
@@ -116,15 +124,12 @@ class MainChannelLengthsTest(DataPhaseCase):
         """The destination answers SYNC with 8 bytes of SYNC_ACK."""
         src, dst, info, dinfo, _ = self.run_migration(
             dst_knob='sync-ack-payload')
-        self.assertEqual(info['status'], 'failed', info)
-        self.assertEqual(info['error-desc'],
-                         'destination broke the protocol: SYNC_ACK frame '
-                         'of 8 bytes, expected 4')
+        self.assert_source_refused(src, info,
+                                   'SYNC_ACK frame of 8 bytes, expected 4')
         # told with ERROR protocol, not left to guess
         self.assertEqual(dinfo['status'], 'failed', dinfo)
         self.assertIn('source reported peer error (protocol): SYNC_ACK '
                       'frame of 8 bytes', dinfo['error-desc'])
-        self.assertEqual(src.status(), 'running')
         self.assertEqual(dst.status(), 'inmigrate')
         self.quit_ok(src)
         self.quit_ok(dst)
@@ -135,11 +140,8 @@ class MainChannelLengthsTest(DataPhaseCase):
         that is the misbehaving peer's doing)."""
         src, dst, info, dinfo, _ = self.run_migration(
             dst_knob='done-payload')
-        self.assertEqual(info['status'], 'failed', info)
-        self.assertEqual(info['error-desc'],
-                         'destination broke the protocol: DONE frame of 4 '
-                         'bytes, expected 0')
-        self.assertEqual(src.status(), 'running')
+        self.assert_source_refused(src, info,
+                                   'DONE frame of 4 bytes, expected 0')
         self.assertEqual(dinfo['status'], 'completed', dinfo)
         self.quit_ok(src)
         self.quit_ok(dst)
