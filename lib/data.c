@@ -131,6 +131,9 @@ int mig2_data_ram_head_parse(const uint8_t head[MIG2_DATA_RAM_HEAD_LEN],
     Mig2Reader rd;
     int rc;
 
+    r->entries = NULL;
+    r->data = NULL;
+    r->bad_entry = 0;
     mig2_rd_init(&rd, head, payload_len < MIG2_DATA_RAM_HEAD_LEN
                                 ? payload_len : MIG2_DATA_RAM_HEAD_LEN);
     if ((rc = mig2_rd_u32(&rd, &r->block)) || (rc = mig2_rd_u32(&rd, &r->n))) {
@@ -148,9 +151,6 @@ int mig2_data_ram_head_parse(const uint8_t head[MIG2_DATA_RAM_HEAD_LEN],
     r->page_size = blocks[r->block].page_size;
     r->block_size = blocks[r->block].size;
     r->n_zero = 0;
-    r->entries = NULL;
-    r->data = NULL;
-    r->bad_entry = 0;
     return MIG2_OK;
 }
 

@@ -142,7 +142,9 @@ void mig2_data_ram_encode(Mig2Writer *w, uint32_t block, uint32_t page_size,
  *                       not a multiple of the page size, a page past the
  *                       end of the block (offset + page size > block
  *                       size), ZERO without @zero_allowed
- * On failure *@r is unspecified, but for r->bad_entry (see above).
+ * On failure *@r is unspecified, except that after MIG2_ERR_BAD_VALUE
+ * r->entries is NULL when the head was at fault, else the entries and
+ * r->bad_entry the first bad one.
  */
 int mig2_data_ram_parse(const uint8_t *p, size_t len,
                         const Mig2DataRamBlock *blocks, size_t n_blocks,
