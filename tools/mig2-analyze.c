@@ -5,9 +5,10 @@
  *   mig2-analyze [OPTIONS] FILE
  *
  * FILE is a QEVM stream: a legacy v3 stream as QEMU (or mig2-vm) writes
- * it to a file, or a v4 stream (protocol v2), e.g. the capture of what a
- * source sent on its main channel.  The whole structure is printed, with
- * the file offset of everything.  docs/mig2-analyze.md has the details.
+ * it to a file, or a v4 stream (protocol v2): a one-way v4 file (MANIFEST
+ * to DIGEST, both checked) or the capture of what a source sent on its
+ * main channel.  The whole structure is printed, with the file offset of
+ * everything.  docs/mig2-analyze.md has the details.
  *
  * Options:
  *   --json           machine-readable output (keys: docs/mig2-analyze.md)
