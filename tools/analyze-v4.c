@@ -108,6 +108,18 @@ static void add_config_value(json_object *o, const Mig2ConfigValue *cv)
     }
 }
 
+static json_object *feature_object(uint16_t id, bool required)
+{
+    json_object *f = json_object_new_object();
+    const char *name = mig2_feature_name(id);
+
+    az_juint(f, "id", id);
+    az_jstr(f, "name", name ? name : mig2_is_grease(id) ? "grease"
+                                                        : "unknown");
+    az_jbool(f, "required", required);
+    return f;
+}
+
 static void add_features(json_object *o, Mig2Reader *val)
 {
     json_object *list = az_jarray(o, "features");
@@ -116,26 +128,28 @@ static void add_features(json_object *o, Mig2Reader *val)
 
     while (mig2_rd_u16(val, &id) == MIG2_OK &&
            mig2_rd_u8(val, &flags) == MIG2_OK) {
-        json_object *f = json_object_new_object();
-        const char *name = mig2_feature_name(id);
-
-        az_juint(f, "id", id);
-        az_jstr(f, "name", name ? name
-                                : mig2_is_grease(id) ? "grease" : "unknown");
-        az_jbool(f, "required", flags & MIG2_FEATURE_REQUIRED);
-        json_object_array_add(list, f);
+        json_object_array_add(list, feature_object(
+                                        id, flags & MIG2_FEATURE_REQUIRED));
     }
 }
 
-static void add_device(json_object *o, const Mig2Device *d)
+/*
+ * A device of a manifest: a HELLO states a range of versions, a MANIFEST
+ * one version (@single: lowest == highest).
+ */
+static void add_device(json_object *o, const Mig2Device *d, bool single)
 {
     json_object *subs;
     size_t i;
 
     az_jstr(o, "id", d->id);
     az_juint(o, "instance", d->instance);
-    az_juint(o, "version_min", d->vmin);
-    az_juint(o, "version_max", d->vmax);
+    if (single) {
+        az_juint(o, "version", d->vmax);
+    } else {
+        az_juint(o, "version_min", d->vmin);
+        az_juint(o, "version_max", d->vmax);
+    }
     subs = az_jarray(o, "subsections");
     for (i = 0; i < d->n_subs; i++) {
         json_object *s = json_object_new_object();
@@ -266,7 +280,7 @@ static bool frame_hello(V4 *v, size_t off, const uint8_t *p, uint32_t len,
             n_ram++;
             break;
         case MIG2_TLV_DEVICE:
-            add_device(to, &pr->devices[n_dev++]);
+            add_device(to, &pr->devices[n_dev++], false);
             break;
         case MIG2_TLV_CONFIG:
             az_jstr(to, "item", pr->config[n_cfg].name);
@@ -364,7 +378,7 @@ static void add_manifest(json_object *o, const Mig2Manifest *m)
 {
     const Mig2Profile *p = mig2_manifest_profile(m);
     json_object *list, *rev;
-    size_t i, j;
+    size_t i;
     char *s;
 
     az_juint(o, "revision", mig2_manifest_revision(m));
@@ -377,15 +391,8 @@ static void add_manifest(json_object *o, const Mig2Manifest *m)
     free(s);
     list = az_jarray(o, "features");
     for (i = 0; i < p->n_features; i++) {
-        json_object *f = json_object_new_object();
-        const char *name = mig2_feature_name(p->features[i].id);
-
-        az_juint(f, "id", p->features[i].id);
-        az_jstr(f, "name", name ? name
-                                : mig2_is_grease(p->features[i].id)
-                                      ? "grease" : "unknown");
-        az_jbool(f, "required", p->features[i].required);
-        json_object_array_add(list, f);
+        json_object_array_add(list, feature_object(p->features[i].id,
+                                                   p->features[i].required));
     }
     az_jstr(o, "machine", p->machine);
     az_juint(o, "page_size", p->page_size);
@@ -400,21 +407,9 @@ static void add_manifest(json_object *o, const Mig2Manifest *m)
     }
     list = az_jarray(o, "devices");
     for (i = 0; i < p->n_devices; i++) {
-        const Mig2Device *d = &p->devices[i];
-        json_object *dv = json_object_new_object(), *subs;
+        json_object *dv = json_object_new_object();
 
-        az_jstr(dv, "id", d->id);
-        az_juint(dv, "instance", d->instance);
-        /* A stream states one version per device (lowest == highest). */
-        az_juint(dv, "version", d->vmax);
-        subs = az_jarray(dv, "subsections");
-        for (j = 0; j < d->n_subs; j++) {
-            json_object *sub = json_object_new_object();
-
-            az_jstr(sub, "name", d->subs[j].name);
-            az_jbool(sub, "needed", d->subs[j].needed);
-            json_object_array_add(subs, sub);
-        }
+        add_device(dv, &p->devices[i], true);
         json_object_array_add(list, dv);
     }
     list = az_jarray(o, "config");
