@@ -472,3 +472,11 @@ int mig2_frame_header_parse(const uint8_t *p, size_t max_payload,
                 (uint32_t)p[6] << 8 | p[7];
     return h->length > max_payload ? MIG2_ERR_TOO_LARGE : MIG2_OK;
 }
+
+void mig2_frame_header_put(uint8_t *out, uint16_t type, uint16_t flags,
+                           uint32_t length)
+{
+    put_be(out, type, 2);
+    put_be(out + 2, flags, 2);
+    put_be(out + 4, length, 4);
+}

@@ -7,7 +7,7 @@
 
 #include "internal.h"
 
-/* Registered frame types; MANIFEST stays out until section 2.4 says more. */
+/* Registered frame types (docs/protocol.md section 4.2). */
 static const struct {
     uint16_t type;
     const char *name;
@@ -16,12 +16,14 @@ static const struct {
     { MIG2_FRAME_DST_HELLO, "DST_HELLO" },
     { MIG2_FRAME_FINISHED, "FINISHED" },
     { MIG2_FRAME_READY, "READY" },
+    { MIG2_FRAME_MANIFEST, "MANIFEST" },
     { MIG2_FRAME_ERROR, "ERROR" },
     { MIG2_FRAME_RAM, "RAM" },
     { MIG2_FRAME_SYNC, "SYNC" },
     { MIG2_FRAME_SWITCHOVER, "SWITCHOVER" },
     { MIG2_FRAME_DEVICE, "DEVICE" },
     { MIG2_FRAME_END, "END" },
+    { MIG2_FRAME_DIGEST, "DIGEST" },
     { MIG2_FRAME_DONE, "DONE" },
     { MIG2_FRAME_SYNC_ACK, "SYNC_ACK" },
     { MIG2_FRAME_CHANNEL_ACCEPT, "CHANNEL_ACCEPT" },
@@ -48,16 +50,11 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 0; i < 8; i++) {
-        v = v << 8 | p[i];
-    }
-    return v;
-}
+/* The external definitions of the inline helpers of mig2/data.h. */
+extern inline void mig2_data_ram_entry_put(
+    uint8_t out[MIG2_DATA_RAM_ENTRY_LEN], uint64_t offset, bool zero);
+extern inline bool mig2_data_ram_entry_get(const Mig2DataRam *r, uint32_t i,
+                                           uint64_t *offset);
 
 static bool page_size_ok(uint32_t v)
 {
@@ -89,15 +86,6 @@ void mig2_data_ram_head_put(uint8_t out[MIG2_DATA_RAM_HEAD_LEN],
 {
     put_be32(out, block);
     put_be32(out + 4, n);
-}
-
-void mig2_data_ram_entry_put(uint8_t out[MIG2_DATA_RAM_ENTRY_LEN],
-                             uint64_t offset, bool zero)
-{
-    uint64_t v = offset | (zero ? MIG2_RAM_ZERO : 0);
-
-    put_be32(out, (uint32_t)(v >> 32));
-    put_be32(out + 4, (uint32_t)v);
 }
 
 void mig2_data_ram_encode(Mig2Writer *w, uint32_t block, uint32_t page_size,
@@ -135,61 +123,81 @@ void mig2_data_ram_encode(Mig2Writer *w, uint32_t block, uint32_t page_size,
     }
 }
 
+int mig2_data_ram_head_parse(const uint8_t head[MIG2_DATA_RAM_HEAD_LEN],
+                             size_t payload_len,
+                             const Mig2DataRamBlock *blocks, size_t n_blocks,
+                             Mig2DataRam *r)
+{
+    Mig2Reader rd;
+    int rc;
+
+    r->entries = NULL;
+    r->data = NULL;
+    r->bad_entry = 0;
+    mig2_rd_init(&rd, head, payload_len < MIG2_DATA_RAM_HEAD_LEN
+                                ? payload_len : MIG2_DATA_RAM_HEAD_LEN);
+    if ((rc = mig2_rd_u32(&rd, &r->block)) || (rc = mig2_rd_u32(&rd, &r->n))) {
+        return rc;
+    }
+    if (r->n == 0 || r->block >= n_blocks ||
+        !page_size_ok(blocks[r->block].page_size)) {
+        return MIG2_ERR_BAD_VALUE;
+    }
+    /* Bound n by the payload before anyone trusts it as a count. */
+    if (r->n > (payload_len - MIG2_DATA_RAM_HEAD_LEN) /
+                   MIG2_DATA_RAM_ENTRY_LEN) {
+        return MIG2_ERR_TRUNCATED;
+    }
+    r->page_size = blocks[r->block].page_size;
+    r->block_size = blocks[r->block].size;
+    r->n_zero = 0;
+    return MIG2_OK;
+}
+
+int mig2_data_ram_entries_parse(Mig2DataRam *r, const uint8_t *entries,
+                                size_t payload_len, bool zero_allowed)
+{
+    uint64_t want, left;
+    uint32_t i;
+
+    r->entries = entries;
+    r->n_zero = 0;
+    for (i = 0; i < r->n; i++) {
+        uint64_t off;
+        bool zero = mig2_data_ram_entry_get(r, i, &off);
+
+        /* Aligned, and the whole page inside the block (spec 13.2). */
+        if ((off & ((uint64_t)r->page_size - 1)) || off > r->block_size ||
+            r->block_size - off < r->page_size || (zero && !zero_allowed)) {
+            r->bad_entry = i;
+            return MIG2_ERR_BAD_VALUE;
+        }
+        r->n_zero += zero;
+    }
+    /* head_parse made sure the head and the entries fit. */
+    left = payload_len - MIG2_DATA_RAM_HEAD_LEN -
+           (uint64_t)r->n * MIG2_DATA_RAM_ENTRY_LEN;
+    want = (uint64_t)(r->n - r->n_zero) * r->page_size;
+    if (left < want) {
+        return MIG2_ERR_TRUNCATED;
+    }
+    return left > want ? MIG2_ERR_TRAILING : MIG2_OK;
+}
+
 int mig2_data_ram_parse(const uint8_t *p, size_t len,
                         const Mig2DataRamBlock *blocks, size_t n_blocks,
                         bool zero_allowed, Mig2DataRam *r)
 {
-    const Mig2DataRamBlock *b;
-    Mig2Reader rd;
-    uint64_t want;
-    uint32_t i;
-    int rc;
+    int rc = mig2_data_ram_head_parse(p, len, blocks, n_blocks, r);
 
-    mig2_rd_init(&rd, p, len);
-    if ((rc = mig2_rd_u32(&rd, &r->block)) || (rc = mig2_rd_u32(&rd, &r->n))) {
-        return rc;
+    if (rc == MIG2_OK) {
+        rc = mig2_data_ram_entries_parse(r, p + MIG2_DATA_RAM_HEAD_LEN, len,
+                                         zero_allowed);
     }
-    if (r->n == 0 || r->block >= n_blocks) {
-        return MIG2_ERR_BAD_VALUE;
+    if (rc == MIG2_OK) {
+        r->data = r->entries + (size_t)r->n * MIG2_DATA_RAM_ENTRY_LEN;
     }
-    b = &blocks[r->block];
-    if (!page_size_ok(b->page_size)) {
-        return MIG2_ERR_BAD_VALUE;
-    }
-    /* Bound n by the payload before trusting it as a count. */
-    if (r->n > mig2_rd_left(&rd) / MIG2_DATA_RAM_ENTRY_LEN) {
-        return MIG2_ERR_TRUNCATED;
-    }
-    r->page_size = b->page_size;
-    r->entries = rd.p;
-    r->n_zero = 0;
-    for (i = 0; i < r->n; i++) {
-        uint64_t v = get_be64(r->entries + (size_t)i * 8);
-        uint64_t off = v & ~(uint64_t)MIG2_RAM_ZERO;
-
-        if (off & ((uint64_t)b->page_size - 1)) {
-            return MIG2_ERR_BAD_VALUE;
-        }
-        if (off > b->size || b->size - off < b->page_size) {
-            return MIG2_ERR_BAD_VALUE;
-        }
-        if (v & MIG2_RAM_ZERO) {
-            if (!zero_allowed) {
-                return MIG2_ERR_BAD_VALUE;
-            }
-            r->n_zero++;
-        }
-    }
-    mig2_rd_skip(&rd, (size_t)r->n * MIG2_DATA_RAM_ENTRY_LEN);
-    r->data = rd.p;
-    want = (uint64_t)(r->n - r->n_zero) * b->page_size;
-    if (mig2_rd_left(&rd) < want) {
-        return MIG2_ERR_TRUNCATED;
-    }
-    if (mig2_rd_left(&rd) > want) {
-        return MIG2_ERR_TRAILING;
-    }
-    return MIG2_OK;
+    return rc;
 }
 
 void mig2_data_ram_iter_init(Mig2DataRamIter *it, const Mig2DataRam *r)
@@ -202,15 +210,10 @@ void mig2_data_ram_iter_init(Mig2DataRamIter *it, const Mig2DataRam *r)
 bool mig2_data_ram_iter_next(Mig2DataRamIter *it, uint64_t *offset,
                              const uint8_t **data)
 {
-    uint64_t v;
-
     if (it->i >= it->r->n) {
         return false;
     }
-    v = get_be64(it->r->entries + (size_t)it->i * 8);
-    it->i++;
-    *offset = v & ~(uint64_t)MIG2_RAM_ZERO;
-    if (v & MIG2_RAM_ZERO) {
+    if (mig2_data_ram_entry_get(it->r, it->i++, offset)) {
         *data = NULL;
     } else {
         *data = it->data;
@@ -292,23 +295,50 @@ void mig2_data_device_head_encode(Mig2Writer *w, const char *id,
     mig2_wr_u32(w, version);
 }
 
+void mig2_data_device_tail_begin(Mig2Writer *w, size_t count)
+{
+    if (!w->err && count > MIG2_DATA_MAX_SUBSECTIONS) {
+        w->err = MIG2_ERR_LIMIT;
+    }
+    mig2_wr_u8(w, (uint8_t)count);
+}
+
+size_t mig2_data_subsection_begin(Mig2Writer *w, const char *name)
+{
+    size_t mark;
+
+    mig2_wr_str8(w, name);
+    mark = w->len;
+    mig2_wr_u32(w, 0);
+    return mark;
+}
+
+void mig2_data_subsection_end(Mig2Writer *w, size_t mark)
+{
+    size_t len;
+
+    if (w->err) {
+        return;
+    }
+    len = w->len - mark - 4;
+    if (len > UINT32_MAX) {
+        w->err = MIG2_ERR_TOO_LARGE;
+        return;
+    }
+    put_be32(w->buf + mark, (uint32_t)len);
+}
+
 void mig2_data_device_tail_encode(Mig2Writer *w,
                                   const Mig2DataSubsection *subs, size_t n)
 {
     size_t i;
 
-    if (w->err) {
-        return;
-    }
-    if (n > MIG2_DATA_MAX_SUBSECTIONS) {
-        w->err = MIG2_ERR_LIMIT;
-        return;
-    }
-    mig2_wr_u8(w, (uint8_t)n);
-    for (i = 0; i < n; i++) {
-        mig2_wr_str8(w, subs[i].name);
-        mig2_wr_u32(w, subs[i].len);
+    mig2_data_device_tail_begin(w, n);
+    for (i = 0; i < n && !w->err; i++) {
+        size_t mark = mig2_data_subsection_begin(w, subs[i].name);
+
         mig2_wr_bytes(w, subs[i].data, subs[i].len);
+        mig2_data_subsection_end(w, mark);
     }
 }
 

@@ -275,7 +275,7 @@ static int malformed(DecodeCtx *c, const char *what, size_t index,
 
 static int unknown_critical(DecodeCtx *c, const char *where, uint16_t type)
 {
-    char path[96], actual[32];
+    char path[320], actual[32];     /* @where: up to 300 (see callers) */
 
     snprintf(path, sizeof(path), "%s/tlv/0x%04x", where,
              (unsigned)(type | MIG2_TLV_CRITICAL));

@@ -1,12 +1,15 @@
 /*
  * mig2-analyze - QEVM v4 streams (protocol v2, docs/protocol.md)
  *
- * After the preamble, a sequence of frames (section 4.1).  HELLOs are
- * decoded by libmig2 itself (the engine's decoder) and the data phase by
- * its data codec (mig2/data.h).  One handler per frame type in a table:
- * a new type, such as MANIFEST (0x0005, section 2.4), is one more line.
- * Types without a handler are printed as "unknown 0x...." and skipped, as
- * a receiver skips them.
+ * After the preamble, a sequence of frames (section 4.1): a capture of
+ * what a source sent on its main channel, or a one-way v4 file (section
+ * 2.5) whose first frame is MANIFEST.  HELLOs are decoded by libmig2
+ * itself (the engine's decoder), MANIFEST by its manifest decoder, and
+ * the data phase by its data codec (mig2/data.h).  A one-way file is
+ * also checked as a reader checks it: FINISHED against the MANIFEST,
+ * DIGEST against the SHA-256 of everything before it.  One handler per
+ * frame type in a table.  Types without a handler are printed as
+ * "unknown 0x...." and skipped, as a receiver skips them.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -28,6 +31,17 @@ typedef struct V4 {
     json_object *frames;
     Mig2Hello src;              /* the first SRC_HELLO: blocks, devices */
     bool have_src;
+    Mig2Manifest *manifest;     /* one-way: the MANIFEST */
+    const Mig2Profile *man;     /* what the data phase refers to: the
+                                 * SRC_HELLO's or the MANIFEST's */
+    bool zero_ok;               /* ZERO entries allowed in RAM frames */
+    /* one-way streams (spec 2.5) */
+    bool oneway;                /* the first frame is MANIFEST */
+    Mig2Digest *digest;         /* every byte from the preamble on */
+    uint8_t transcript[MIG2_HASH_LEN];  /* SHA-256(preamble || MANIFEST) */
+    bool finished;              /* FINISHED seen */
+    bool end_seen;              /* END seen: only DIGEST may follow */
+    bool digested;              /* DIGEST seen: nothing may follow */
     json_object *devindex;      /* "instance/id" -> its manifest index */
     Mig2DataRamBlock *rblocks;  /* its RAM_BLOCK list, for the codec */
     int *rmap;                  /* RAM_BLOCK index -> az block */
@@ -94,6 +108,18 @@ static void add_config_value(json_object *o, const Mig2ConfigValue *cv)
     }
 }
 
+static json_object *feature_object(uint16_t id, bool required)
+{
+    json_object *f = json_object_new_object();
+    const char *name = mig2_feature_name(id);
+
+    az_juint(f, "id", id);
+    az_jstr(f, "name", name ? name : mig2_is_grease(id) ? "grease"
+                                                        : "unknown");
+    az_jbool(f, "required", required);
+    return f;
+}
+
 static void add_features(json_object *o, Mig2Reader *val)
 {
     json_object *list = az_jarray(o, "features");
@@ -102,26 +128,28 @@ static void add_features(json_object *o, Mig2Reader *val)
 
     while (mig2_rd_u16(val, &id) == MIG2_OK &&
            mig2_rd_u8(val, &flags) == MIG2_OK) {
-        json_object *f = json_object_new_object();
-        const char *name = mig2_feature_name(id);
-
-        az_juint(f, "id", id);
-        az_jstr(f, "name", name ? name
-                                : mig2_is_grease(id) ? "grease" : "unknown");
-        az_jbool(f, "required", flags & MIG2_FEATURE_REQUIRED);
-        json_object_array_add(list, f);
+        json_object_array_add(list, feature_object(
+                                        id, flags & MIG2_FEATURE_REQUIRED));
     }
 }
 
-static void add_device(json_object *o, const Mig2Device *d)
+/*
+ * A device of a manifest: a HELLO states a range of versions, a MANIFEST
+ * one version (@single: lowest == highest).
+ */
+static void add_device(json_object *o, const Mig2Device *d, bool single)
 {
     json_object *subs;
     size_t i;
 
     az_jstr(o, "id", d->id);
     az_juint(o, "instance", d->instance);
-    az_juint(o, "version_min", d->vmin);
-    az_juint(o, "version_max", d->vmax);
+    if (single) {
+        az_juint(o, "version", d->vmax);
+    } else {
+        az_juint(o, "version_min", d->vmin);
+        az_juint(o, "version_max", d->vmax);
+    }
     subs = az_jarray(o, "subsections");
     for (i = 0; i < d->n_subs; i++) {
         json_object *s = json_object_new_object();
@@ -132,15 +160,15 @@ static void add_device(json_object *o, const Mig2Device *d)
     }
 }
 
-/* Keep the source's manifest: the data phase refers to it by index. */
-static bool keep_src(V4 *v, size_t off, Mig2Hello *h)
+/*
+ * Keep the source's manifest (a SRC_HELLO's or a MANIFEST's): the data
+ * phase refers to its RAM blocks and devices by index.
+ */
+static bool keep_manifest(V4 *v, size_t off, const Mig2Profile *p)
 {
-    Mig2Profile *p = h->profile;
     size_t i;
 
-    v->src = *h;
-    memset(h, 0, sizeof(*h));
-    v->have_src = true;
+    v->man = p;
     v->devindex = json_object_new_object();
     for (i = 0; i < p->n_devices; i++) {
         char *key = NULL;
@@ -169,6 +197,17 @@ static bool keep_src(V4 *v, size_t off, Mig2Hello *h)
         }
     }
     return true;
+}
+
+/* Keep the first SRC_HELLO of a capture (taken from @h). */
+static bool keep_src(V4 *v, size_t off, Mig2Hello *h)
+{
+    v->src = *h;
+    memset(h, 0, sizeof(*h));
+    v->have_src = true;
+    /* A capture does not show the destination's features. */
+    v->zero_ok = true;
+    return keep_manifest(v, off, v->src.profile);
 }
 
 static bool frame_hello(V4 *v, size_t off, const uint8_t *p, uint32_t len,
@@ -241,7 +280,7 @@ static bool frame_hello(V4 *v, size_t off, const uint8_t *p, uint32_t len,
             n_ram++;
             break;
         case MIG2_TLV_DEVICE:
-            add_device(to, &pr->devices[n_dev++]);
+            add_device(to, &pr->devices[n_dev++], false);
             break;
         case MIG2_TLV_CONFIG:
             az_jstr(to, "item", pr->config[n_cfg].name);
@@ -259,12 +298,15 @@ static bool frame_hello(V4 *v, size_t off, const uint8_t *p, uint32_t len,
             break;
         }
     }
-    if (type == MIG2_FRAME_SRC_HELLO && !v->have_src) {
+    if (type == MIG2_FRAME_SRC_HELLO && !v->man) {
         return keep_src(v, off, &h);
     }
     mig2_hello_clear(&h);
     return true;
 }
+
+static bool oneway_finished(V4 *v, size_t off, const uint8_t *p,
+                            json_object *o);
 
 static bool frame_finished(V4 *v, size_t off, const uint8_t *p, uint32_t len,
                            uint16_t type, json_object *o)
@@ -279,7 +321,7 @@ static bool frame_finished(V4 *v, size_t off, const uint8_t *p, uint32_t len,
     hex = az_hex(p, len);
     az_jstr(o, "verify_data", hex);
     free(hex);
-    return true;
+    return !v->oneway || oneway_finished(v, off, p, o);
 }
 
 static bool frame_error(V4 *v, size_t off, const uint8_t *p, uint32_t len,
@@ -329,6 +371,150 @@ static bool frame_empty(V4 *v, size_t off, const uint8_t *p, uint32_t len,
 }
 
 /* ---------------------------------------------------------------- */
+/* One-way streams: MANIFEST, FINISHED, DIGEST (spec 2.5)            */
+/* ---------------------------------------------------------------- */
+
+static void add_manifest(json_object *o, const Mig2Manifest *m)
+{
+    const Mig2Profile *p = mig2_manifest_profile(m);
+    json_object *list, *rev;
+    size_t i;
+    char *s;
+
+    az_juint(o, "revision", mig2_manifest_revision(m));
+    rev = az_jobject(o, "revisions");
+    az_juint(rev, "min", p->rev_min);
+    az_juint(rev, "max", p->rev_max);
+    az_jstr(o, "build", p->build);
+    s = az_hex(mig2_manifest_stream_id(m), MIG2_NONCE_LEN);
+    az_jstr(o, "stream_id", s);
+    free(s);
+    list = az_jarray(o, "features");
+    for (i = 0; i < p->n_features; i++) {
+        json_object_array_add(list, feature_object(p->features[i].id,
+                                                   p->features[i].required));
+    }
+    az_jstr(o, "machine", p->machine);
+    az_juint(o, "page_size", p->page_size);
+    list = az_jarray(o, "ram_blocks");
+    for (i = 0; i < p->n_ram; i++) {
+        json_object *b = json_object_new_object();
+
+        az_jstr(b, "name", p->ram[i].name);
+        az_juint(b, "size", p->ram[i].size);
+        az_juint(b, "page_size", p->ram[i].page_size);
+        json_object_array_add(list, b);
+    }
+    list = az_jarray(o, "devices");
+    for (i = 0; i < p->n_devices; i++) {
+        json_object *dv = json_object_new_object();
+
+        add_device(dv, &p->devices[i], true);
+        json_object_array_add(list, dv);
+    }
+    list = az_jarray(o, "config");
+    for (i = 0; i < p->n_config; i++) {
+        json_object *c = json_object_new_object();
+
+        az_jstr(c, "item", p->config[i].name);
+        add_config_value(c, &p->config[i].v);
+        az_jbool(c, "required", p->config[i].flags & MIG2_CONFIG_REQUIRED);
+        json_object_array_add(list, c);
+    }
+}
+
+static bool frame_manifest(V4 *v, size_t off, const uint8_t *p, uint32_t len,
+                           uint16_t type, json_object *o)
+{
+    Mig2Error err = { 0 };
+    const Mig2Profile *pr;
+    size_t i;
+    int rc;
+
+    (void)p;
+    (void)type;
+    if (off != MIG2_PREAMBLE_LEN) {
+        return az_fail(v->az, off, "MANIFEST at offset %zu: it is only ever "
+                       "the first frame of a one-way stream", off);
+    }
+    rc = mig2_manifest_decode(v->az->base + off, MIG2_FRAME_HEADER_LEN + len,
+                              0, &v->manifest, NULL, &err);
+    if (rc != MIG2_OK) {
+        az_fail(v->az, off, "malformed MANIFEST: %s%s%s%s",
+                err.message ? err.message : mig2_strerror(rc),
+                err.n_problems ? " (at " : "",
+                err.n_problems ? err.problems[0].path : "",
+                err.n_problems ? ")" : "");
+        mig2_error_clear(&err);
+        return false;
+    }
+    add_manifest(o, v->manifest);
+    pr = mig2_manifest_profile(v->manifest);
+    for (i = 0; i < pr->n_features; i++) {
+        v->zero_ok |= pr->features[i].id == MIG2_FEAT_ZERO_PAGE;
+    }
+    return keep_manifest(v, off, pr);
+}
+
+/* One-way: FINISHED binds the preamble and MANIFEST (spec 2.5.3). */
+static bool oneway_finished(V4 *v, size_t off, const uint8_t *p,
+                            json_object *o)
+{
+    uint8_t want[MIG2_VERIFY_LEN];
+
+    if (v->finished) {
+        return az_fail(v->az, off, "a second FINISHED in a one-way stream");
+    }
+    v->finished = true;
+    if (mig2_oneway_finished(v->transcript, want) != MIG2_OK) {
+        return az_io_fail(v->az, "cannot compute FINISHED: SHA-256 failed");
+    }
+    az_jbool(o, "verified", memcmp(want, p, sizeof(want)) == 0);
+    if (memcmp(want, p, sizeof(want)) != 0) {
+        return az_fail(v->az, off, "FINISHED does not match the preamble and "
+                       "MANIFEST (HMAC-SHA256 over their SHA-256, spec "
+                       "2.5.3): the head of the stream is damaged");
+    }
+    return true;
+}
+
+static bool frame_digest(V4 *v, size_t off, const uint8_t *p, uint32_t len,
+                         uint16_t type, json_object *o)
+{
+    uint8_t want[MIG2_HASH_LEN];
+    char *got, *hex;
+    bool ok;
+
+    (void)type;
+    if (!v->oneway || !v->end_seen) {
+        return az_fail(v->az, off, "DIGEST %s", v->oneway
+                       ? "before END" : "outside a one-way stream");
+    }
+    v->digested = true;
+    if (len != MIG2_HASH_LEN) {
+        return az_fail(v->az, off, "DIGEST with %u bytes, expected 32", len);
+    }
+    if (mig2_digest_value(v->digest, want) != MIG2_OK) {
+        return az_io_fail(v->az, "cannot compute the digest: SHA-256 "
+                          "failed");
+    }
+    ok = memcmp(want, p, sizeof(want)) == 0;
+    got = az_hex(p, len);
+    hex = az_hex(want, sizeof(want));
+    az_jstr(o, "digest", got);
+    az_juint(o, "covered", off);
+    az_jbool(o, "digest_ok", ok);
+    if (!ok) {
+        az_fail(v->az, off, "DIGEST does not match the stream: it says %s, "
+                "the SHA-256 of bytes 0 to %zu is %s (the stream is "
+                "corrupt)", got ? got : "", off, hex ? hex : "");
+    }
+    free(got);
+    free(hex);
+    return ok;
+}
+
+/* ---------------------------------------------------------------- */
 /* Data phase                                                        */
 /* ---------------------------------------------------------------- */
 
@@ -356,20 +542,39 @@ static bool frame_ram(V4 *v, size_t off, const uint8_t *p, uint32_t len,
     const uint8_t *data;
     int rc, b;
 
-    if (!v->have_src) {
-        return az_fail(az, off, "RAM frame before any SRC_HELLO (which lists "
-                       "the RAM blocks)");
+    if (!v->man) {
+        return az_fail(az, off, "RAM frame before any SRC_HELLO or MANIFEST "
+                       "(which lists the RAM blocks)");
     }
-    rc = mig2_data_ram_parse(p, len, v->rblocks, v->n_rblocks, true, &r);
+    rc = mig2_data_ram_parse(p, len, v->rblocks, v->n_rblocks, v->zero_ok,
+                             &r);
     if (rc != MIG2_OK) {
         uint32_t blk = len >= 4 ? az_be32(p) : 0;
         uint32_t n = len >= 8 ? az_be32(p + 4) : 0;
 
+        uint64_t bad = 0;
+
+        if (rc == MIG2_ERR_BAD_VALUE && r.entries) {
+            /* An entry was at fault: name it and where it lies. */
+            bool zero = mig2_data_ram_entry_get(&r, r.bad_entry, &bad);
+
+            return az_fail(az, off + MIG2_FRAME_HEADER_LEN +
+                                   MIG2_DATA_RAM_HEAD_LEN +
+                                   (size_t)r.bad_entry *
+                                       MIG2_DATA_RAM_ENTRY_LEN,
+                           "malformed RAM frame (block %u, %u entries, %u "
+                           "bytes): entry %u, offset 0x%" PRIx64 "%s, %s",
+                           blk, n, len, r.bad_entry, bad,
+                           zero ? " ZERO" : "",
+                           zero && !v->zero_ok
+                               ? "a zero page, but the stream does not use "
+                                 "feature zero-page"
+                               : "is not a page inside the block");
+        }
         return az_fail(az, off, "malformed RAM frame (block %u, %u entries, "
                        "%u bytes): %s", blk, n, len,
                        rc == MIG2_ERR_BAD_VALUE
-                           ? "no such block, no entries, or an offset that "
-                             "is unaligned or outside the block"
+                           ? "no such block, or no entries"
                            : rc == MIG2_ERR_TRAILING
                                  ? "more page data than its entries say"
                                  : "shorter than its entries say");
@@ -442,6 +647,7 @@ static bool frame_end(V4 *v, size_t off, const uint8_t *p, uint32_t len,
         return az_fail(v->az, off, "END with %u bytes, expected 12", len);
     }
     v->ended = true;
+    v->end_seen = true;
     az_juint(o, "pages", pages);
     az_juint(o, "devices", devices);
     /* Pages that went over extra channels are not in this stream. */
@@ -455,13 +661,13 @@ static const Mig2Device *manifest_device(const V4 *v,
     json_object *idx = NULL;
     char *key = NULL;
 
-    if (!v->have_src || asprintf(&key, "%" PRIu32 "/%.*s", d->instance,
-                                 (int)d->id_len, d->id) < 0) {
+    if (!v->man || asprintf(&key, "%" PRIu32 "/%.*s", d->instance,
+                            (int)d->id_len, d->id) < 0) {
         return NULL;
     }
     json_object_object_get_ex(v->devindex, key, &idx);
     free(key);
-    return idx ? &v->src.profile->devices[json_object_get_int64(idx)] : NULL;
+    return idx ? &v->man->devices[json_object_get_int64(idx)] : NULL;
 }
 
 static bool names_known(const Mig2Device *md, const Mig2DataSubsection *s,
@@ -497,7 +703,7 @@ static void device_split(V4 *v, const Mig2DataDevice *d, json_object *o)
     size_t k, n, i;
 
     if (!md) {
-        az_jstr(o, "tail", "the device is not in the SRC_HELLO manifest");
+        az_jstr(o, "tail", "the device is not in the source's manifest");
         return;
     }
     for (k = 0; k < d->body_len && budget; k++) {
@@ -566,11 +772,13 @@ static const struct {
     { MIG2_FRAME_DST_HELLO, frame_hello },
     { MIG2_FRAME_FINISHED, frame_finished },
     { MIG2_FRAME_READY, frame_empty },
+    { MIG2_FRAME_MANIFEST, frame_manifest },
     { MIG2_FRAME_ERROR, frame_error },
     { MIG2_FRAME_SYNC, frame_sync },
     { MIG2_FRAME_SWITCHOVER, frame_empty },
     { MIG2_FRAME_DEVICE, frame_device },
     { MIG2_FRAME_END, frame_end },
+    { MIG2_FRAME_DIGEST, frame_digest },
     { MIG2_FRAME_DONE, frame_empty },
     { MIG2_FRAME_SYNC_ACK, frame_round },
     { MIG2_FRAME_CHANNEL_ACCEPT, frame_empty },
@@ -589,13 +797,56 @@ static FrameFn *handler(uint16_t type)
     return NULL;
 }
 
+/*
+ * One-way streams have a fixed order (spec 2.5.1): MANIFEST, FINISHED,
+ * the data phase, END, DIGEST.  Unknown frames are skipped anywhere
+ * before END; the frames of a live handshake or of a reader belong
+ * nowhere.
+ */
+static bool oneway_order(V4 *v, size_t off, uint16_t type)
+{
+    const char *name = mig2_frame_name(type);
+
+    if (v->end_seen && type != MIG2_FRAME_DIGEST) {
+        return az_fail(v->az, off, "%s frame 0x%04x after END, where DIGEST "
+                       "belongs", name ? name : "unknown", type);
+    }
+    switch (type) {
+    case MIG2_FRAME_MANIFEST:
+    case MIG2_FRAME_FINISHED:
+    case MIG2_FRAME_ERROR:
+    case MIG2_FRAME_DIGEST:
+        return true;
+    case MIG2_FRAME_RAM:
+    case MIG2_FRAME_SYNC:
+    case MIG2_FRAME_SWITCHOVER:
+    case MIG2_FRAME_DEVICE:
+    case MIG2_FRAME_END:
+        return v->finished ||
+               az_fail(v->az, off, "%s before FINISHED, which follows "
+                       "MANIFEST", name);
+    default:
+        return !name ||
+               az_fail(v->az, off, "%s in a one-way stream, which carries "
+                       "no handshake and has no reader that answers", name);
+    }
+}
+
 bool az_parse_v4(Az *az)
 {
     V4 v = { .az = az };
-    size_t pos = 8;
+    size_t pos = MIG2_PREAMBLE_LEN;
     bool ok = true;
 
     v.frames = az_jarray(az->root, "frames");
+    /* MANIFEST first means a one-way stream (spec 2.4): hash it all. */
+    v.oneway = az->size >= pos + 2 &&
+               (az->base[pos] << 8 | az->base[pos + 1]) == MIG2_FRAME_MANIFEST;
+    az_jbool(az->root, "oneway", v.oneway);
+    if (v.oneway && (!(v.digest = mig2_digest_new(NULL)) ||
+                     mig2_digest_update(v.digest, az->base, pos))) {
+        ok = az_io_fail(az, "cannot compute SHA-256");
+    }
     while (ok && pos < az->size) {
         size_t at = pos;
         Mig2FrameHeader h;
@@ -604,18 +855,23 @@ bool az_parse_v4(Az *az)
         FrameFn *fn;
 
         az_release(az, at);
+        if (v.digested) {
+            ok = az_fail(az, at, "data after DIGEST, which is the last frame "
+                         "of a one-way stream");
+            break;
+        }
         if (!az_need(az, pos, MIG2_FRAME_HEADER_LEN, "a frame header")) {
             ok = false;
             break;
         }
-        mig2_frame_header_parse(az->base + pos, UINT32_MAX, &h);
-        if (h.length > MIG2_FRAME_MAX) {
+        if (mig2_frame_header_parse(az->base + pos, MIG2_FRAME_MAX, &h)) {
             ok = az_fail(az, at, "frame 0x%04x announces %u bytes, more than "
                          "the 16 MiB limit", h.type, h.length);
             break;
         }
         pos += MIG2_FRAME_HEADER_LEN;
-        if (!az_need(az, pos, h.length, "the frame's payload")) {
+        if (!az_need(az, pos, h.length, "the frame's payload") ||
+            (v.oneway && !oneway_order(&v, at, h.type))) {
             ok = false;
             break;
         }
@@ -623,32 +879,44 @@ bool az_parse_v4(Az *az)
         pos += h.length;
         if (h.type == MIG2_FRAME_RAM) {
             ok = frame_ram(&v, at, p, h.length, h.flags);
-            continue;
+        } else {
+            close_run(&v);
+            o = json_object_new_object();
+            json_object_array_add(v.frames, o);
+            az_juint(o, "offset", at);
+            az_juint(o, "type", h.type);
+            az_jstr(o, "name", mig2_frame_name(h.type));
+            az_juint(o, "flags", h.flags);
+            az_jbool(o, "critical", h.flags & MIG2_FRAME_FLAG_CRITICAL);
+            az_juint(o, "length", h.length);
+            fn = handler(h.type);
+            if (fn) {
+                ok = fn(&v, at, p, h.length, h.type, o);
+            } else if (!mig2_frame_name(h.type)) {
+                az_jbool(o, "grease", mig2_is_grease(h.type));
+            }
         }
-        close_run(&v);
-        o = json_object_new_object();
-        json_object_array_add(v.frames, o);
-        az_juint(o, "offset", at);
-        az_juint(o, "type", h.type);
-        az_jstr(o, "name", mig2_frame_name(h.type));
-        az_juint(o, "flags", h.flags);
-        az_jbool(o, "critical", h.flags & MIG2_FRAME_FLAG_CRITICAL);
-        az_juint(o, "length", h.length);
-        fn = handler(h.type);
-        if (fn) {
-            ok = fn(&v, at, p, h.length, h.type, o);
-        } else if (!mig2_frame_name(h.type)) {
-            az_jbool(o, "grease", mig2_is_grease(h.type));
+        /* DIGEST covers every frame before it, unknown ones included. */
+        if (ok && v.digest && !v.digested &&
+            (mig2_digest_update(v.digest, az->base + at, pos - at) ||
+             (h.type == MIG2_FRAME_MANIFEST &&
+              mig2_digest_value(v.digest, v.transcript)))) {
+            ok = az_io_fail(az, "cannot compute SHA-256");
         }
     }
     close_run(&v);
     if (ok && !v.ended) {
         ok = az_fail(az, pos, "unexpected end of file, expected a frame "
                      "header (the stream ended before END or ERROR)");
+    } else if (ok && v.end_seen && v.oneway && !v.digested) {
+        ok = az_fail(az, pos, "unexpected end of file, expected DIGEST (the "
+                     "one-way stream ends after END: it is truncated)");
     }
     if (v.have_src) {
         mig2_hello_clear(&v.src);
     }
+    mig2_manifest_free(v.manifest);
+    mig2_digest_free(v.digest);
     json_object_put(v.devindex);
     free(v.rblocks);
     free(v.rmap);

@@ -5,9 +5,10 @@
  *   mig2-analyze [OPTIONS] FILE
  *
  * FILE is a QEVM stream: a legacy v3 stream as QEMU (or mig2-vm) writes
- * it to a file, or a v4 stream (protocol v2), e.g. the capture of what a
- * source sent on its main channel.  The whole structure is printed, with
- * the file offset of everything.  docs/mig2-analyze.md has the details.
+ * it to a file, or a v4 stream (protocol v2): a one-way v4 file (MANIFEST
+ * to DIGEST, both checked) or the capture of what a source sent on its
+ * main channel.  The whole structure is printed, with the file offset of
+ * everything.  docs/mig2-analyze.md has the details.
  *
  * Options:
  *   --json           machine-readable output (keys: docs/mig2-analyze.md)
@@ -718,6 +719,69 @@ static void print_v3(json_object *root)
     }
 }
 
+/* MANIFEST: what the stream states, one topic a line. */
+static void print_manifest(json_object *f)
+{
+    json_object *list;
+    size_t i, j;
+
+    printf("              revision %" PRIu64 " (the writer implements %"
+           PRIu64 "..%" PRIu64 "), build \"%s\"\n", juint(f, "revision"),
+           juint(jget(f, "revisions"), "min"),
+           juint(jget(f, "revisions"), "max"), jstr(f, "build"));
+    printf("              stream id %s\n", jstr(f, "stream_id"));
+    printf("              machine \"%s\", page size %" PRIu64 "\n",
+           jstr(f, "machine"), juint(f, "page_size"));
+    list = jget(f, "features");
+    printf("              features:");
+    for (i = 0; list && i < json_object_array_length(list); i++) {
+        json_object *ft = json_object_array_get_idx(list, i);
+
+        printf("%s %s (%" PRIu64 ")%s", i ? "," : "", jstr(ft, "name"),
+               juint(ft, "id"),
+               json_object_get_boolean(jget(ft, "required"))
+                   ? " required" : "");
+    }
+    printf("%s\n", list && json_object_array_length(list) ? "" : " none");
+    list = jget(f, "ram_blocks");
+    for (i = 0; list && i < json_object_array_length(list); i++) {
+        json_object *b = json_object_array_get_idx(list, i);
+
+        printf("              RAM block \"%s\": size %" PRIu64 ", page size %"
+               PRIu64 "\n", jstr(b, "name"), juint(b, "size"),
+               juint(b, "page_size"));
+    }
+    list = jget(f, "devices");
+    for (i = 0; list && i < json_object_array_length(list); i++) {
+        json_object *d = json_object_array_get_idx(list, i);
+        json_object *subs = jget(d, "subsections");
+
+        printf("              device \"%s\" instance %" PRIu64 " version %"
+               PRIu64, jstr(d, "id"), juint(d, "instance"),
+               juint(d, "version"));
+        for (j = 0; subs && j < json_object_array_length(subs); j++) {
+            json_object *sub = json_object_array_get_idx(subs, j);
+
+            printf("%s \"%s\"%s", j ? "," : ", subsections",
+                   jstr(sub, "name"),
+                   json_object_get_boolean(jget(sub, "needed"))
+                       ? " (needed)" : "");
+        }
+        printf("\n");
+    }
+    list = jget(f, "config");
+    for (i = 0; list && i < json_object_array_length(list); i++) {
+        json_object *c = json_object_array_get_idx(list, i);
+
+        printf("              config \"%s\" = %s (%s%s)\n", jstr(c, "item"),
+               json_object_to_json_string_ext(jget(c, "value"),
+                                              JSON_C_TO_STRING_PLAIN),
+               jstr(c, "value_type"),
+               json_object_get_boolean(jget(c, "required"))
+                   ? ", required" : "");
+    }
+}
+
 static void print_v4(json_object *root)
 {
     static const char *const frame_skip[] = {
@@ -751,6 +815,20 @@ static void print_v4(json_object *root)
                json_object_get_boolean(jget(f, "critical")) ? " CRITICAL"
                                                             : "",
                juint(f, "length"));
+        if (strcmp(name, "MANIFEST") == 0 && jhas(f, "revision")) {
+            printf("\n");
+            print_manifest(f);
+            continue;
+        }
+        if (strcmp(name, "DIGEST") == 0 && jhas(f, "digest_ok")) {
+            printf(": %s, SHA-256 of bytes 0 to %" PRIu64 " %s %s\n",
+                   json_object_get_boolean(jget(f, "digest_ok"))
+                       ? "digest ok" : "digest MISMATCH",
+                   juint(f, "covered"),
+                   json_object_get_boolean(jget(f, "digest_ok"))
+                       ? "is" : "is not", jstr(f, "digest"));
+            continue;
+        }
         if (json_object_object_length(f) > 6 + (tlvs != NULL)) {
             printf(": ");
             print_fields(f, frame_skip);
@@ -786,7 +864,9 @@ static void print_text(json_object *root)
     }
     printf("0x%08x  header: magic 0x%08" PRIx64 " (QEVM), version %" PRIu64
            "%s\n", 0, juint(root, "magic"), juint(root, "version"),
-           strcmp(stream, "v4") == 0 ? " (protocol v2)" : "");
+           strcmp(stream, "v4") != 0 ? ""
+           : json_object_get_boolean(jget(root, "oneway"))
+               ? " (protocol v2, one-way stream)" : " (protocol v2)");
     if (strcmp(stream, "v3") == 0) {
         print_v3(root);
     } else if (strcmp(stream, "v4") == 0) {

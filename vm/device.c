@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mig2/data.h"
 #include "mig2/error.h"
 #include "device.h"
 
@@ -690,13 +691,14 @@ void device_save(const DeviceState *d, uint32_t version,
             count++;
         }
     }
-    mig2_wr_u8(w, count);
+    mig2_data_device_tail_begin(w, count);
     for (const SubsectionDesc *s = t->subs; s && s->name; s++) {
         if (sub_sent(d, s) && !name_in(omit, s->name)) {
-            mig2_wr_str8(w, s->name);
-            mig2_wr_u32(w, (uint32_t)fields_size(s->fields, s->version));
+            size_t mark = mig2_data_subsection_begin(w, s->name);
+
             save_fields(d->values + sub_offset(t, s), s->fields, s->version,
                         w);
+            mig2_data_subsection_end(w, mark);
         }
     }
 }

@@ -56,8 +56,12 @@ static void usage(FILE *out)
 "                              TLS credentials and the allowed client, for\n"
 "                              the tls-creds and tls-authz parameters\n"
 "  -S                          start paused (prelaunch)\n"
-"  --x-channel-test LIST       tests only: source channels misbehave, LIST\n"
-"                              of reverse, random, skip=N, duplicate, extra\n"
+"  --x-channel-test LIST       tests only: misbehave on purpose, LIST of\n"
+"                              reverse, random, skip=N, duplicate, extra,\n"
+"                              unknown-frame, unknown-critical, oversized,\n"
+"                              ram-past-end (source multifd channels),\n"
+"                              switchover-payload (source), done-payload,\n"
+"                              sync-ack-payload (destination)\n"
 "  --version                   print the version\n",
             machine_default()->name);
 }

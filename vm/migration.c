@@ -731,51 +731,55 @@ bool mig_run_handshake(Migration *m, Chan *c, Mig2Engine *e, char **errp)
 /* Data phase: frames                                                */
 /* ---------------------------------------------------------------- */
 
-static void put_be32(uint8_t *p, uint32_t v)
+const char *mig_test_knob(const Migration *m, const char *key)
 {
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
+    const char *t = m->chan_test, *p;
+    size_t n = strlen(key);
 
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    put_be32(p, (uint32_t)(v >> 32));
-    put_be32(p + 4, (uint32_t)v);
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
-
-static void frame_header(uint8_t h[8], uint16_t type, uint32_t len)
-{
-    h[0] = (uint8_t)(type >> 8);
-    h[1] = (uint8_t)type;
-    h[2] = 0;
-    h[3] = MIG2_FRAME_FLAG_CRITICAL;
-    put_be32(h + 4, len);
+    for (p = t; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        if (strncmp(p, key, n) == 0 && (p[n] == ',' || p[n] == '=' ||
+                                       p[n] == '\0')) {
+            return p[n] == '=' ? p + n + 1 : p + n;
+        }
+    }
+    return NULL;
 }
 
 bool mig_send_frame(Chan *c, uint16_t type, const void *p, size_t len,
                        char **errp)
 {
-    uint8_t h[8];
+    uint8_t h[MIG2_FRAME_HEADER_LEN];
     struct iovec iov[2] = {
-        { .iov_base = h, .iov_len = 8 },
+        { .iov_base = h, .iov_len = sizeof(h) },
         { .iov_base = (void *)p, .iov_len = len },
     };
 
-    frame_header(h, type, (uint32_t)len);
+    mig2_frame_header_put(h, type, MIG2_FRAME_FLAG_CRITICAL, (uint32_t)len);
     return chan_writev(c, iov, 2, errp);
+}
+
+bool mig_send_built(Chan *c, uint16_t type, Mig2Writer *w, char **errp)
+{
+    bool ok;
+
+    if (mig2_wr_error(w)) {
+        *errp = mig_strf("cannot encode %s: %s", mig2_frame_name(type),
+                         mig2_strerror(mig2_wr_error(w)));
+        ok = false;
+    } else {
+        ok = mig_send_frame(c, type, w->buf, w->len, errp);
+    }
+    mig2_wr_free(w);
+    return ok;
+}
+
+bool mig_send_channel_sync(Chan *c, uint32_t round, char **errp)
+{
+    Mig2Writer w;
+
+    mig2_wr_init(&w, MIG2_DATA_CHANNEL_SYNC_LEN);
+    mig2_data_round_encode(&w, round);
+    return mig_send_built(c, MIG2_FRAME_CHANNEL_SYNC, &w, errp);
 }
 
 /* Send an ERROR frame built from a code and message (best effort). */
@@ -815,6 +819,95 @@ char *mig_peer_error_text(const uint8_t *p, size_t len)
     return text;
 }
 
+static bool skip_bytes(Chan *c, uint32_t len, char **errp)
+{
+    uint8_t buf[4096];
+
+    while (len) {
+        uint32_t k = len < sizeof(buf) ? len : (uint32_t)sizeof(buf);
+
+        if (!chan_read(c, buf, k, errp)) {
+            return false;
+        }
+        len -= k;
+    }
+    return true;
+}
+
+static const char *frame_label(uint16_t type)
+{
+    const char *name = mig2_frame_name(type);
+
+    return name ? name : "unknown";
+}
+
+bool mig_next_frame(Chan *c, const uint16_t *valid, Mig2FrameHeader *fh,
+                    uint32_t *code, char **errp)
+{
+    for (;;) {
+        uint8_t h[MIG2_FRAME_HEADER_LEN];
+        const uint16_t *v;
+
+        *code = 0;
+        if (!chan_read(c, h, sizeof(h), errp)) {
+            return false;
+        }
+        if (mig2_frame_header_parse(h, MIG2_FRAME_MAX, fh)) {
+            /* Nobody answers an ERROR, not even an oversized one. */
+            *code = fh->type == MIG2_FRAME_ERROR ? 0 : MIG2_WIRE_PROTOCOL;
+            *errp = mig_strf("frame 0x%04x (%s) announces %" PRIu32 " bytes, "
+                             "more than the %u-byte limit", fh->type,
+                             frame_label(fh->type), fh->length,
+                             MIG2_FRAME_MAX);
+            return false;
+        }
+        for (v = valid; *v && *v != fh->type; v++) {
+        }
+        if (*v) {
+            return true;
+        }
+        if (mig2_frame_name(fh->type)) {
+            *code = MIG2_WIRE_PROTOCOL;
+            *errp = mig_strf("unexpected %s frame", frame_label(fh->type));
+            return false;
+        }
+        if (fh->flags & MIG2_FRAME_FLAG_CRITICAL) {
+            *code = MIG2_WIRE_UNKNOWN_CRITICAL;
+            *errp = mig_strf("unknown critical frame 0x%04x", fh->type);
+            return false;
+        }
+        /* Unknown and not critical: skipped as it streams in (spec 4.3). */
+        if (!skip_bytes(c, fh->length, errp)) {
+            return false;
+        }
+    }
+}
+
+bool mig_read_payload(Chan *c, const Mig2FrameHeader *fh, uint32_t max,
+                      uint8_t **p, uint32_t *code, char **errp)
+{
+    *p = NULL;
+    *code = 0;
+    if (fh->length > max) {
+        *code = fh->type == MIG2_FRAME_ERROR ? 0 : MIG2_WIRE_PROTOCOL;
+        *errp = mig_strf("%s frame of %" PRIu32 " bytes is too large (at "
+                         "most %" PRIu32 " here)", frame_label(fh->type),
+                         fh->length, max);
+        return false;
+    }
+    *p = malloc(fh->length ? fh->length : 1);
+    if (!*p) {
+        *errp = strdup("out of memory");
+        return false;
+    }
+    if (!chan_read(c, *p, fh->length, errp)) {
+        free(*p);
+        *p = NULL;
+        return false;
+    }
+    return true;
+}
+
 /* ---------------------------------------------------------------- */
 /* Source: RAM rounds                                                */
 /* ---------------------------------------------------------------- */
@@ -828,7 +921,7 @@ char *mig_peer_error_text(const uint8_t *p, size_t len)
 bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
                     bool zero_flag, char **errp)
 {
-    uint8_t head[16];
+    uint8_t head[MIG2_FRAME_HEADER_LEN + MIG2_DATA_RAM_HEAD_LEN];
     uint64_t entries[MIG_RAM_BATCH];
     struct iovec iov[MIG_RAM_BATCH + 2];
     uint32_t i, normal = 0;
@@ -843,8 +936,8 @@ bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
         const uint8_t *host = m->vm->ram.host + pages[i] * RAM_PAGE_SIZE;
         bool zero = zero_flag && ram_is_zero(host, RAM_PAGE_SIZE);
 
-        put_be64((uint8_t *)&entries[i],
-                 pages[i] * RAM_PAGE_SIZE | (zero ? MIG2_RAM_ZERO : 0));
+        mig2_data_ram_entry_put((uint8_t *)&entries[i],
+                                pages[i] * RAM_PAGE_SIZE, zero);
         if (!zero) {
             /* Neighbouring pages go out as one buffer. */
             if (n_iov > 2 && (const uint8_t *)iov[n_iov - 1].iov_base +
@@ -858,18 +951,22 @@ bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
             normal++;
         }
     }
-    len = 8 + 8 * (size_t)n + (size_t)normal * RAM_PAGE_SIZE;
-    frame_header(head, MIG2_FRAME_RAM, (uint32_t)len);
-    put_be32(head + 8, 0);      /* block 0: the only one we have */
-    put_be32(head + 12, n);
+    if (mig2_data_ram_length(n, normal, RAM_PAGE_SIZE, &len) != MIG2_OK) {
+        *errp = mig_strf("cannot frame %u pages", n);
+        return false;
+    }
+    mig2_frame_header_put(head, MIG2_FRAME_RAM, MIG2_FRAME_FLAG_CRITICAL,
+                          (uint32_t)len);
+    /* Block 0: the only one we have. */
+    mig2_data_ram_head_put(head + MIG2_FRAME_HEADER_LEN, 0, n);
     iov[0].iov_base = head;
     iov[0].iov_len = sizeof(head);
     iov[1].iov_base = entries;
-    iov[1].iov_len = 8 * (size_t)n;
+    iov[1].iov_len = MIG2_DATA_RAM_ENTRY_LEN * (size_t)n;
     pthread_mutex_lock(&m->lock);
     m->stats.normal += normal;
     m->stats.duplicate += n - normal;
-    m->stats.transferred += 16 + len;
+    m->stats.transferred += MIG2_FRAME_HEADER_LEN + len;
     m->stats.remaining -= m->stats.remaining >= (uint64_t)n * RAM_PAGE_SIZE
                               ? (uint64_t)n * RAM_PAGE_SIZE
                               : m->stats.remaining;
@@ -901,62 +998,62 @@ bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
     return chan_writev(c, iov, n_iov, errp);
 }
 
+/* How a source's error starts when the destination broke the protocol. */
+#define DEST_BROKE "destination broke the protocol: "
+
 /*
- * Read the destination's next frame on the main channel.  Returns its
- * type with the payload in *@p (the caller frees it), or 0 with *@errp
- * set: an ERROR frame becomes the destination's reason, a lost connection
- * is reported with @ctx, and an unexpected critical frame fails.  Unknown
- * non-critical frames are skipped (spec 4.3).
+ * Read the destination's next frame on the main channel: DONE or
+ * SYNC_ACK (its round in *@round), each checked against its layout.
+ * Returns the type, or 0 with *@errp set: an ERROR frame becomes the
+ * destination's reason, a lost connection is reported with @ctx, and a
+ * frame the destination may not send fails (answered with ERROR when
+ * @answer).  Unknown non-critical frames are skipped (spec 4.3).
  */
-static uint16_t read_reply(Chan *c, const char *ctx, uint8_t **p,
-                           uint32_t *len, char **errp)
+static uint16_t read_reply(Chan *c, const char *ctx, bool answer,
+                           uint32_t *round, char **errp)
 {
-    for (;;) {
-        uint8_t h[8];
-        Mig2FrameHeader fh;
+    static const uint16_t valid[] = {
+        MIG2_FRAME_DONE, MIG2_FRAME_SYNC_ACK, MIG2_FRAME_ERROR, 0,
+    };
+    Mig2FrameHeader fh;
+    uint8_t *p = NULL;
+    uint32_t code;
+    int rc = MIG2_OK;
+    char *e;
 
-        *p = NULL;
-        if (!chan_read(c, h, 8, errp)) {
-            char *e = *errp;
-
+    if (!mig_next_frame(c, valid, &fh, &code, errp) ||
+        !mig_read_payload(c, &fh, MAX_STATE_FRAME, &p, &code, errp)) {
+        if (!code) {
+            e = *errp;
             *errp = mig_strf("%s: %s", ctx, e);
             free(e);
             return 0;
         }
-        if (mig2_frame_header_parse(h, MAX_STATE_FRAME, &fh)) {
-            *errp = strdup("destination sent an oversized frame");
-            return 0;
-        }
-        *p = malloc(fh.length ? fh.length : 1);
-        if (!*p) {
-            *errp = strdup("out of memory");
-            return 0;
-        }
-        if (!chan_read(c, *p, fh.length, errp)) {
-            free(*p);
-            *p = NULL;
-            return 0;
-        }
-        *len = fh.length;
-        switch (fh.type) {
-        case MIG2_FRAME_ERROR:
-            *errp = mig_peer_error_text(*p, fh.length);
-            free(*p);
-            *p = NULL;
-            return 0;
-        case MIG2_FRAME_DONE:
-        case MIG2_FRAME_SYNC_ACK:
+    } else if (fh.type == MIG2_FRAME_ERROR) {
+        *errp = mig_peer_error_text(p, fh.length);
+        free(p);
+        return 0;
+    } else {
+        rc = fh.type == MIG2_FRAME_DONE
+                 ? mig2_data_empty_parse(p, fh.length)
+                 : mig2_data_round_parse(p, fh.length, round);
+        free(p);
+        if (rc == MIG2_OK) {
             return fh.type;
-        default:
-            free(*p);
-            *p = NULL;
-            if (fh.flags & MIG2_FRAME_FLAG_CRITICAL) {
-                *errp = mig_strf("destination sent unexpected frame 0x%04x",
-                                 fh.type);
-                return 0;
-            }
         }
+        code = MIG2_WIRE_PROTOCOL;
+        *errp = mig_strf("%s frame of %" PRIu32 " bytes, expected %u",
+                         mig2_frame_name(fh.type), fh.length,
+                         fh.type == MIG2_FRAME_DONE
+                             ? 0 : MIG2_DATA_SYNC_ACK_LEN);
     }
+    if (answer) {
+        mig_send_error(c, code, *errp);
+    }
+    e = *errp;
+    *errp = mig_strf(DEST_BROKE "%s", e);
+    free(e);
+    return 0;
 }
 
 /*
@@ -965,14 +1062,13 @@ static uint16_t read_reply(Chan *c, const char *ctx, uint8_t **p,
  */
 static bool check_peer(Migration *m, Chan *c, char **errp)
 {
+    uint32_t round;
+
     (void)m;
     while (chan_readable(c)) {
-        uint8_t *p;
-        uint32_t len;
-        uint16_t t = read_reply(c, "destination connection lost", &p, &len,
-                                errp);
+        uint16_t t = read_reply(c, "destination connection lost", true,
+                                &round, errp);
 
-        free(p);
         if (t == MIG2_FRAME_DONE) {
             *errp = strdup("destination sent DONE before END");
             return false;
@@ -1079,11 +1175,11 @@ bool mig_send_dirty(Migration *m, Chan *c, Multifd *f, const uint64_t *bitmap,
 
 static bool send_sync(Chan *c, uint32_t round, uint64_t pages, char **errp)
 {
-    uint8_t b[12];
+    Mig2Writer w;
 
-    put_be32(b, round);
-    put_be64(b + 4, pages);
-    return mig_send_frame(c, MIG2_FRAME_SYNC, b, sizeof(b), errp);
+    mig2_wr_init(&w, MIG2_DATA_SYNC_LEN);
+    mig2_data_sync_encode(&w, round, pages);
+    return mig_send_built(c, MIG2_FRAME_SYNC, &w, errp);
 }
 
 /* Save every device at its negotiated version into DEVICE frames. */
@@ -1115,23 +1211,20 @@ static bool send_devices(Migration *m, Chan *c, const Mig2Engine *e,
         }
         omit[n_omit] = NULL;
         mig2_wr_init(&w, MAX_STATE_FRAME);
-        mig2_wr_str8(&w, r->id);
-        mig2_wr_u32(&w, r->instance);
-        mig2_wr_u32(&w, r->version);
+        mig2_data_device_head_encode(&w, r->id, r->instance, r->version);
         pthread_mutex_lock(&vm->lock);
         device_save(d, r->version, omit, &w);
         pthread_mutex_unlock(&vm->lock);
         if (mig2_wr_error(&w)) {
             *errp = mig_strf("cannot save device %s: %s", r->id,
                              mig2_strerror(mig2_wr_error(&w)));
-            ok = false;
-        } else {
-            ok = mig_send_frame(c, MIG2_FRAME_DEVICE, w.buf, w.len, errp);
-            pthread_mutex_lock(&m->lock);
-            m->stats.transferred += w.len + 8;
-            pthread_mutex_unlock(&m->lock);
+            mig2_wr_free(&w);
+            return false;
         }
-        mig2_wr_free(&w);
+        pthread_mutex_lock(&m->lock);
+        m->stats.transferred += MIG2_FRAME_HEADER_LEN + w.len;
+        pthread_mutex_unlock(&m->lock);
+        ok = mig_send_built(c, MIG2_FRAME_DEVICE, &w, errp);
         (*count)++;
     }
     return ok;
@@ -1140,13 +1233,12 @@ static bool send_devices(Migration *m, Chan *c, const Mig2Engine *e,
 /* Wait for DONE (or ERROR) after END, within the stall deadline. */
 static bool wait_done(Chan *c, char **errp)
 {
-    for (;;) {
-        uint8_t *p;
-        uint32_t len;
-        uint16_t t = read_reply(c, "no confirmation from the destination",
-                                &p, &len, errp);
+    uint32_t round;
 
-        free(p);
+    for (;;) {
+        uint16_t t = read_reply(c, "no confirmation from the destination",
+                                true, &round, errp);
+
         if (t != MIG2_FRAME_SYNC_ACK) {
             return t == MIG2_FRAME_DONE;
         }
@@ -1223,20 +1315,16 @@ bool mig_precopy(Migration *m, Chan *c, MigRoundFn send_round, void *opaque,
 static bool wait_sync_ack(Chan *c, uint32_t round, char **errp)
 {
     for (;;) {
-        uint8_t *p;
-        uint32_t len;
-        uint16_t t = read_reply(c, "destination connection lost", &p, &len,
+        uint32_t got = 0;
+        uint16_t t = read_reply(c, "destination connection lost", true, &got,
                                 errp);
-        bool mine = t == MIG2_FRAME_SYNC_ACK && len == 4 &&
-                    get_be32(p) == round;
 
-        free(p);
         if (t == MIG2_FRAME_DONE) {
             *errp = strdup("destination sent DONE before END");
             return false;
         }
-        if (!t || mine) {
-            return mine;
+        if (!t || got == round) {
+            return t != 0;
         }
     }
 }
@@ -1318,12 +1406,10 @@ static void salvage_peer_error(Chan *c, char **errp)
 
     c->stall_ms = 500;
     for (i = 0; i < 256; i++) {
-        uint8_t *p;
-        uint32_t len;
+        uint32_t round;
         char *why = NULL;
 
-        if (read_reply(c, "", &p, &len, &why)) {
-            free(p);
+        if (read_reply(c, "", false, &round, &why)) {
             continue;
         }
         if (why && strstr(why, "destination reported")) {
@@ -1351,7 +1437,7 @@ static bool send_state(Migration *m, Chan *c, const Mig2Engine *e,
         .acks = mig2_result_has_feature(e, MIG2_FEAT_RETURN_PATH),
         .f = f,
     };
-    uint8_t end[12];
+    Mig2Writer end;
     uint64_t *bitmap, pages = 0;
     uint32_t round, ndev = 0;
     bool ok = mig_precopy(m, c, v2_round, &r, errp);
@@ -1360,7 +1446,9 @@ static bool send_state(Migration *m, Chan *c, const Mig2Engine *e,
         return false;
     }
     mig_switchover_stop(m);
-    ok = mig_send_frame(c, MIG2_FRAME_SWITCHOVER, NULL, 0, errp);
+    /* Tests only: a SWITCHOVER that is not empty (spec 13.4). */
+    ok = mig_send_frame(c, MIG2_FRAME_SWITCHOVER, "junk",
+                        mig_test_knob(m, "switchover-payload") ? 4 : 0, errp);
     bitmap = calloc(m->vm->ram.dirty_words ? m->vm->ram.dirty_words : 1,
                     sizeof(*bitmap));
     if (ok && bitmap && m->vm->ram.host) {
@@ -1377,11 +1465,11 @@ static bool send_state(Migration *m, Chan *c, const Mig2Engine *e,
          (!f || mfd_source_flush(f, errp));
     ok = ok && send_devices(m, c, e, &ndev, errp);
     if (ok) {
+        mig2_wr_init(&end, MIG2_DATA_END_LEN);
         pthread_mutex_lock(&m->lock);
-        put_be64(end, m->stats.normal + m->stats.duplicate);
+        mig2_data_end_encode(&end, m->stats.normal + m->stats.duplicate, ndev);
         pthread_mutex_unlock(&m->lock);
-        put_be32(end + 8, ndev);
-        ok = mig_send_frame(c, MIG2_FRAME_END, end, sizeof(end), errp);
+        ok = mig_send_built(c, MIG2_FRAME_END, &end, errp);
     }
     return ok;
 }
@@ -1392,7 +1480,7 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
     Mig2Engine *e;
     Multifd *f = NULL;
     unsigned nchan;
-    bool ok;
+    bool ok, told;
     int rc;
 
     if (!p || !tls_require_binding(c, p, errp)) {
@@ -1427,11 +1515,15 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
         ok = f != NULL;
     }
     ok = ok && send_state(m, c, e, f, errp) && wait_done(c, errp);
-    if (!ok && !mig_cancelled(m) && !main_peer_error(*errp)) {
+    /* The destination said why, or broke the protocol and was told so. */
+    told = !ok && (main_peer_error(*errp) ||
+                   (*errp && strncmp(*errp, DEST_BROKE,
+                                     strlen(DEST_BROKE)) == 0));
+    if (!ok && !mig_cancelled(m) && !told) {
         salvage_peer_error(c, errp);
+        told = main_peer_error(*errp);
     }
-    if (!ok && mig2_engine_state(e) == MIG2_STATE_COMPLETE &&
-        !main_peer_error(*errp)) {
+    if (!ok && mig2_engine_state(e) == MIG2_STATE_COMPLETE && !told) {
         /* Tell the destination why we stop, if it still listens. */
         mig_send_error(c, mig_cancelled(m) ? MIG2_WIRE_CANCELLED
                                            : MIG2_WIRE_INTERNAL,
@@ -1544,114 +1636,143 @@ static bool load_error(Chan *c, uint32_t code, char **errp, char *msg)
     return false;
 }
 
+/* Buffers per readv of RAM pages: what one readv takes (IOV_MAX). */
+#define LOAD_IOV 1024
+
+/* Read the 8 * r->n bytes of entries, growing @heap as they arrive. */
+static bool read_entries(Chan *c, Mig2DataRam *r, uint64_t *stack,
+                         uint64_t **heap, char **errp)
+{
+    uint64_t *ent = stack;
+    uint32_t have = 0, cap = MIG_RAM_BATCH;
+
+    /*
+     * A sender's batch fits the stack.  Beyond that, memory grows with
+     * what has arrived, never with what the header claims (spec 15.1).
+     */
+    while (have < r->n) {
+        uint32_t k = r->n - have < cap - have ? r->n - have : cap - have;
+
+        if (k == 0) {
+            uint64_t *more;
+
+            cap = cap > r->n / 2 ? r->n : 2 * cap;
+            more = realloc(*heap, (size_t)cap * sizeof(*more));
+            if (!more) {
+                *errp = strdup("out of memory");
+                return false;
+            }
+            if (!*heap) {
+                memcpy(more, stack, (size_t)have * sizeof(*more));
+            }
+            *heap = ent = more;
+            continue;
+        }
+        if (!chan_read(c, ent + have, (size_t)k * MIG2_DATA_RAM_ENTRY_LEN,
+                       errp)) {
+            return false;
+        }
+        have += k;
+    }
+    r->entries = (const uint8_t *)ent;
+    return true;
+}
+
 bool mig_load_ram(Migration *m, Chan *c, const Mig2Engine *e, uint32_t len,
                   uint64_t *pages, char **errp)
 {
     Vm *vm = m->vm;
-    uint8_t head[8];
-    uint64_t *ent;
-    uint32_t block, n, i, data_pages = 0;
-    bool zero_ok = mig2_result_has_feature(e, MIG2_FEAT_ZERO_PAGE);
+    const Mig2DataRamBlock block = {
+        .size = vm->ram.size, .page_size = RAM_PAGE_SIZE,
+    };
+    uint8_t head[MIG2_DATA_RAM_HEAD_LEN];
+    uint64_t stack[MIG_RAM_BATCH], *heap = NULL, off;
+    struct iovec iov[LOAD_IOV];
+    Mig2DataRam r;
+    uint32_t i, data_pages;
+    int k = 0, rc;
 
-    if (len < 8 || !chan_read(c, head, 8, errp)) {
+    if (len < sizeof(head) || !chan_read(c, head, sizeof(head), errp)) {
         return *errp ? false
                      : load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                                  strdup("RAM frame shorter than its header"));
+                                  strdup("RAM frame shorter than its head"));
     }
-    block = get_be32(head);
-    n = get_be32(head + 4);
-    if (block != 0 || !vm->ram.host) {
+    rc = mig2_data_ram_head_parse(head, len, &block, vm->ram.host ? 1 : 0,
+                                  &r);
+    if (rc != MIG2_OK) {
         return load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                          mig_strf("RAM frame names block %u, which does not "
-                                   "exist", block));
+                          rc == MIG2_ERR_TRUNCATED
+                              ? mig_strf("RAM frame of %u bytes cannot hold "
+                                         "its %u entries", len, r.n)
+                              : mig_strf("RAM frame for block %u with %u "
+                                         "entries: no such block, or no "
+                                         "entries", r.block, r.n));
     }
-    if (n == 0 || n > (len - 8) / 8) {
-        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                          mig_strf("RAM frame with %u entries in %u bytes", n,
-                                   len));
-    }
-    ent = malloc(8 * (size_t)n);
-    if (!ent || !chan_read(c, ent, 8 * (size_t)n, errp)) {
-        free(ent);
+    if (!read_entries(c, &r, stack, &heap, errp)) {
+        free(heap);
         return false;
     }
-    for (i = 0; i < n; i++) {
-        uint64_t v = get_be64((uint8_t *)&ent[i]);
-        uint64_t off = v & ~(uint64_t)(RAM_PAGE_SIZE - 1);
+    rc = mig2_data_ram_entries_parse(&r, r.entries, len,
+                                     mig2_result_has_feature(
+                                         e, MIG2_FEAT_ZERO_PAGE));
+    if (rc != MIG2_OK) {
+        char *msg;
 
-        if ((v & (RAM_PAGE_SIZE - 1) & ~(uint64_t)MIG2_RAM_ZERO) ||
-            off >= vm->ram.size) {
-            free(ent);
-            return load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                              mig_strf("RAM entry 0x%" PRIx64 " is outside "
-                                       "block %s", v, vm->ram.name));
-        }
-        if (v & MIG2_RAM_ZERO) {
-            if (!zero_ok) {
-                free(ent);
-                return load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                                  strdup("zero-page flag without the "
-                                         "zero-page feature"));
-            }
+        if (rc != MIG2_ERR_BAD_VALUE) {
+            msg = mig_strf("RAM frame length %u does not match its %u "
+                           "entries", len, r.n);
+        } else if (mig2_data_ram_entry_get(&r, r.bad_entry, &off) &&
+                   !mig2_result_has_feature(e, MIG2_FEAT_ZERO_PAGE)) {
+            msg = strdup("zero-page flag without the zero-page feature");
         } else {
-            data_pages++;
+            msg = mig_strf("RAM entry %u (offset 0x%" PRIx64 ") is not a "
+                           "page of block %s (%" PRIu64 " bytes)",
+                           r.bad_entry, off, vm->ram.name, vm->ram.size);
         }
-        ent[i] = v;
-    }
-    if ((uint64_t)len != 8 + 8 * (uint64_t)n +
-                          (uint64_t)data_pages * RAM_PAGE_SIZE) {
-        free(ent);
-        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                          mig_strf("RAM frame length %u does not match its "
-                                   "%u entries", len, n));
+        free(heap);
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp, msg);
     }
     /*
-     * Every offset checked: read all pages straight into guest memory
-     * with one vectored read, not one syscall per page.
+     * Every offset checked: read the pages straight into guest memory,
+     * neighbours in one buffer, up to a batch of buffers per readv.
      */
-    {
-        struct iovec *iov = malloc((data_pages ? data_pages : 1) *
-                                   sizeof(*iov));
-        uint32_t k = 0;
-
-        if (!iov) {
-            free(ent);
-            *errp = strdup("out of memory");
-            return false;
+    for (i = 0; i < r.n; i++) {
+        if (mig2_data_ram_entry_get(&r, i, &off)) {
+            ram_zero_page(&vm->ram, off);
+            continue;
         }
-        for (i = 0; i < n; i++) {
-            uint64_t off = ent[i] & ~(uint64_t)MIG2_RAM_ZERO;
-
-            if (ent[i] & MIG2_RAM_ZERO) {
-                ram_zero_page(&vm->ram, off);
-            } else if (k && (uint8_t *)iov[k - 1].iov_base +
-                                iov[k - 1].iov_len == vm->ram.host + off) {
-                /* Neighbouring pages arrive in one buffer. */
-                iov[k - 1].iov_len += RAM_PAGE_SIZE;
-            } else {
-                iov[k].iov_base = vm->ram.host + off;
-                iov[k].iov_len = RAM_PAGE_SIZE;
-                k++;
+        if (k && (uint8_t *)iov[k - 1].iov_base + iov[k - 1].iov_len ==
+                     vm->ram.host + off) {
+            iov[k - 1].iov_len += RAM_PAGE_SIZE;
+            continue;
+        }
+        if (k == LOAD_IOV) {
+            if (!chan_readv(c, iov, k, errp)) {
+                free(heap);
+                return false;
             }
+            k = 0;
         }
-        if (k && !chan_readv(c, iov, (int)k, errp)) {
-            free(iov);
-            free(ent);
-            return false;
-        }
-        for (i = 0; i < n; i++) {
-            if (!(ent[i] & MIG2_RAM_ZERO)) {
-                ram_note_written(&vm->ram, ent[i]);
-            }
-        }
-        free(iov);
+        iov[k].iov_base = vm->ram.host + off;
+        iov[k].iov_len = RAM_PAGE_SIZE;
+        k++;
     }
-    free(ent);
-    *pages += n;
+    if (k && !chan_readv(c, iov, k, errp)) {
+        free(heap);
+        return false;
+    }
+    for (i = 0; i < r.n; i++) {
+        if (!mig2_data_ram_entry_get(&r, i, &off)) {
+            ram_note_written(&vm->ram, off);
+        }
+    }
+    free(heap);
+    data_pages = r.n - r.n_zero;
+    *pages += r.n;
     pthread_mutex_lock(&m->lock);
-    m->stats.transferred += len + 8;
+    m->stats.transferred += MIG2_FRAME_HEADER_LEN + len;
     m->stats.normal += data_pages;
-    m->stats.duplicate += n - data_pages;
+    m->stats.duplicate += r.n_zero;
     pthread_mutex_unlock(&m->lock);
     return true;
 }
@@ -1660,23 +1781,22 @@ static bool load_device(Migration *m, Chan *c, const uint8_t *p,
                         uint32_t len, LoadState *ls, char **errp)
 {
     Vm *vm = m->vm;
-    Mig2Reader rd;
-    const char *id;
-    size_t idlen, i;
+    Mig2DataDevice dd;
+    size_t i;
     uint32_t inst, ver;
     char name[256];
     DeviceState *d;
     char *lerr = NULL;
     bool ok;
 
-    mig2_rd_init(&rd, p, len);
-    if (mig2_rd_str8(&rd, &id, &idlen) || mig2_rd_u32(&rd, &inst) ||
-        mig2_rd_u32(&rd, &ver)) {
+    if (mig2_data_device_parse(p, len, &dd) != MIG2_OK) {
         return load_error(c, MIG2_WIRE_PROTOCOL, errp,
                           strdup("DEVICE frame header is malformed"));
     }
-    memcpy(name, id, idlen);
-    name[idlen] = '\0';
+    memcpy(name, dd.id, dd.id_len);
+    name[dd.id_len] = '\0';
+    inst = dd.instance;
+    ver = dd.version;
     for (i = 0; i < mig2_result_device_count(ls->e); i++) {
         const Mig2DeviceResult *r = mig2_result_device(ls->e, i);
 
@@ -1705,7 +1825,7 @@ static bool load_device(Migration *m, Chan *c, const uint8_t *p,
                           mig_strf("no device %s@%u here", name, inst));
     }
     pthread_mutex_lock(&vm->lock);
-    ok = device_load(d, ver, rd.p, mig2_rd_left(&rd), &lerr);
+    ok = device_load(d, ver, dd.body, dd.body_len, &lerr);
     pthread_mutex_unlock(&vm->lock);
     if (!ok) {
         char *msg = mig_strf("error while loading state for device %s@%u "
@@ -1717,21 +1837,6 @@ static bool load_device(Migration *m, Chan *c, const uint8_t *p,
     }
     ls->loaded[i] = true;
     ls->devices++;
-    return true;
-}
-
-static bool skip_bytes(Chan *c, uint32_t len, char **errp)
-{
-    uint8_t buf[4096];
-
-    while (len) {
-        uint32_t k = len < sizeof(buf) ? len : (uint32_t)sizeof(buf);
-
-        if (!chan_read(c, buf, k, errp)) {
-            return false;
-        }
-        len -= k;
-    }
     return true;
 }
 
@@ -1773,9 +1878,52 @@ static bool check_digest(Chan *c, Mig2Digest *d, char **errp)
     return true;
 }
 
+/* END: every device arrived, and the counts match (spec 13.6). */
+static bool load_end(Chan *c, const uint8_t *p, uint32_t len, LoadState *ls,
+                     MfdDest *mfd, char **errp)
+{
+    const Mig2Engine *e = ls->e;
+    size_t i, missing = mig2_result_device_count(e);
+    uint64_t pages, arrived = ls->pages + (mfd ? mfd_dest_pages(mfd) : 0);
+    uint32_t devices;
+
+    for (i = 0; i < mig2_result_device_count(e); i++) {
+        if (ls->loaded[i]) {
+            missing--;
+        } else {
+            break;
+        }
+    }
+    if (mig2_data_end_parse(p, len, &pages, &devices) != MIG2_OK) {
+        return load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                          mig_strf("END frame of %u bytes, expected %u", len,
+                                   MIG2_DATA_END_LEN));
+    }
+    if (missing) {
+        const Mig2DeviceResult *r = mig2_result_device(e, i);
+
+        return load_error(c, MIG2_WIRE_LOAD_FAILED, errp,
+                          mig_strf("the stream ended without state for "
+                                   "device %s@%u (%zu missing)", r->id,
+                                   r->instance, missing));
+    }
+    if (devices != ls->devices || pages != arrived) {
+        return load_error(c, MIG2_WIRE_LOAD_FAILED, errp,
+                          mig_strf("END counts (%" PRIu64 " pages, %u "
+                                   "devices) differ from what arrived "
+                                   "(%" PRIu64 ", %u)", pages, devices,
+                                   arrived, ls->devices));
+    }
+    return true;
+}
+
 static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e,
                     Mig2Digest *digest, char **errp)
 {
+    static const uint16_t valid[] = {
+        MIG2_FRAME_RAM, MIG2_FRAME_SYNC, MIG2_FRAME_SWITCHOVER,
+        MIG2_FRAME_DEVICE, MIG2_FRAME_END, MIG2_FRAME_ERROR, 0,
+    };
     LoadState ls = { .e = e, .digest = digest };
     MfdDest *mfd = NULL;
     char *werr = NULL;
@@ -1802,111 +1950,75 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e,
         return false;
     }
     while (ok && !done) {
-        uint8_t h[8];
         Mig2FrameHeader fh;
         uint8_t *p = NULL;
+        uint32_t code, round;
+        uint64_t pages;
+        Mig2Writer w;
 
-        if (!chan_read(c, h, 8, errp)) {
-            ok = false;
-            break;
-        }
-        if (mig2_frame_header_parse(h, MIG2_FRAME_MAX, &fh)) {
-            ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                            strdup("oversized frame in the data phase"));
+        /* Unknown frames are skipped or refused in there (spec 4.3). */
+        if (!mig_next_frame(c, valid, &fh, &code, errp)) {
+            ok = code ? load_error(c, code, errp, *errp) : false;
             break;
         }
         if (fh.type == MIG2_FRAME_RAM) {
             ok = mig_load_ram(m, c, e, fh.length, &ls.pages, errp);
             continue;
         }
-        if (fh.type != MIG2_FRAME_SYNC && fh.type != MIG2_FRAME_SWITCHOVER &&
-            fh.type != MIG2_FRAME_DEVICE && fh.type != MIG2_FRAME_END &&
-            fh.type != MIG2_FRAME_ERROR) {
-            /* Unknown: skipped as it streams in, or refused (spec 4.3). */
-            if (fh.flags & MIG2_FRAME_FLAG_CRITICAL) {
-                ok = load_error(c, MIG2_WIRE_UNKNOWN_CRITICAL, errp,
-                                mig_strf("unknown critical frame 0x%04x in "
-                                         "the data phase", fh.type));
-            } else {
-                ok = skip_bytes(c, fh.length, errp);
-            }
-            continue;
-        }
-        if (fh.length > MAX_STATE_FRAME) {
-            ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                            mig_strf("frame 0x%04x of %u bytes is too large",
-                                     fh.type, fh.length));
-            break;
-        }
-        p = malloc(fh.length ? fh.length : 1);
-        if (!p || !chan_read(c, p, fh.length, errp)) {
-            free(p);
-            ok = false;
+        if (!mig_read_payload(c, &fh, MAX_STATE_FRAME, &p, &code, errp)) {
+            ok = code ? load_error(c, code, errp, *errp) : false;
             break;
         }
         switch (fh.type) {
         case MIG2_FRAME_SYNC:
-            if (fh.length != 12) {
+            if (mig2_data_sync_parse(p, fh.length, &round, &pages)) {
                 ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                                strdup("SYNC frame of the wrong length"));
+                                mig_strf("SYNC frame of %u bytes, expected "
+                                         "%u", fh.length,
+                                         MIG2_DATA_SYNC_LEN));
                 break;
             }
             /* The barrier: every channel's pages of this round are in. */
-            if (mfd && !mfd_dest_wait_sync(mfd, get_be32(p), &werr)) {
+            if (mfd && !mfd_dest_wait_sync(mfd, round, &werr)) {
                 ok = load_error(c, strstr(werr, "did not arrive")
                                        ? MIG2_WIRE_TIMEOUT
                                        : MIG2_WIRE_LOAD_FAILED,
                                 errp, werr);
                 werr = NULL;
             } else if (rp) {
-                ok = mig_send_frame(c, MIG2_FRAME_SYNC_ACK, p, 4, errp);
+                mig2_wr_init(&w, MIG2_DATA_SYNC_LEN);
+                mig2_data_round_encode(&w, round);
+                if (mig_test_knob(m, "sync-ack-payload")) {
+                    mig2_wr_u32(&w, 0);     /* tests only: too long */
+                }
+                ok = mig_send_built(c, MIG2_FRAME_SYNC_ACK, &w, errp);
             }
             break;
         case MIG2_FRAME_SWITCHOVER:
+            if (mig2_data_empty_parse(p, fh.length) != MIG2_OK) {
+                ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
+                                mig_strf("SWITCHOVER frame of %u bytes, "
+                                         "expected none", fh.length));
+                break;
+            }
             ls.switched = true;
             mig_set_status(m, MIG_STATUS_DEVICE);
             break;
         case MIG2_FRAME_DEVICE:
             ok = load_device(m, c, p, fh.length, &ls, errp);
             break;
-        case MIG2_FRAME_END: {
-            size_t i, missing = mig2_result_device_count(e);
-
-            for (i = 0; i < mig2_result_device_count(e); i++) {
-                if (ls.loaded[i]) {
-                    missing--;
-                } else {
-                    break;
-                }
-            }
-            if (fh.length != 12) {
-                ok = load_error(c, MIG2_WIRE_PROTOCOL, errp,
-                                strdup("END frame of the wrong length"));
-            } else if (missing) {
-                const Mig2DeviceResult *r = mig2_result_device(e, i);
-
-                ok = load_error(c, MIG2_WIRE_LOAD_FAILED, errp,
-                                mig_strf("the stream ended without state for "
-                                         "device %s@%u (%zu missing)", r->id,
-                                         r->instance, missing));
-            } else if (get_be32(p + 8) != ls.devices ||
-                       get_be64(p) != ls.pages + (mfd ? mfd_dest_pages(mfd)
-                                                       : 0)) {
-                ok = load_error(c, MIG2_WIRE_LOAD_FAILED, errp,
-                                mig_strf("END counts (%" PRIu64 " pages, %u "
-                                         "devices) differ from what arrived "
-                                         "(%" PRIu64 ", %u)", get_be64(p),
-                                         get_be32(p + 8), ls.pages,
-                                         ls.devices));
-            } else if (ls.digest) {
+        case MIG2_FRAME_END:
+            ok = load_end(c, p, fh.length, &ls, mfd, errp);
+            done = true;
+            if (ok && ls.digest) {
                 ok = check_digest(c, ls.digest, errp);
-                done = true;
-            } else {
-                ok = mig_send_frame(c, MIG2_FRAME_DONE, NULL, 0, errp);
-                done = true;
+            } else if (ok) {
+                /* Tests only: a DONE that is not empty (spec 13.6). */
+                ok = mig_send_frame(c, MIG2_FRAME_DONE, "junk",
+                                    mig_test_knob(m, "done-payload") ? 4 : 0,
+                                    errp);
             }
             break;
-        }
         case MIG2_FRAME_ERROR:
             *errp = mig_peer_error_text(p, fh.length);
             {
@@ -1940,11 +2052,20 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e,
         *errp = NULL;
         load_error(c, MIG2_WIRE_TIMEOUT, errp, werr);
         werr = NULL;
+    } else if (!ok && mfd && *errp &&
+               strcmp(*errp, "the peer closed the connection") == 0 &&
+               (werr = mfd_dest_failure(mfd, 500)) &&
+               !strstr(werr, "the peer closed the connection")) {
+        /* The source gave up because a channel of ours refused it. */
+        free(*errp);
+        *errp = werr;
+        werr = NULL;
     } else if (!ok && mig_cancelled(m)) {
         /* quit or a signal: the source learns why instead of a reset. */
         mig_send_error(c, MIG2_WIRE_CANCELLED,
                        "the destination is shutting down");
     }
+    free(werr);
     free(ls.loaded);
     mfd_dest_stop(mfd);
     return ok;

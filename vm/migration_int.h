@@ -58,7 +58,7 @@ struct Migration {
     MigStats stats;
     json_object *hs_info;       /* x-query-handshake */
     json_object *rejected;      /* destination: refused connections */
-    char *chan_test;            /* source: --x-channel-test, tests only */
+    char *chan_test;            /* --x-channel-test, tests only */
 
     RunState prev_state;        /* source: run state before switchover */
     char *prev_globalstate;     /* source: globalstate before switchover */
@@ -89,8 +89,33 @@ char *mig_peer_error_text(const uint8_t *p, size_t len);
 typedef struct Multifd Multifd;
 typedef struct MfdDest MfdDest;
 
+/* The value of @key in --x-channel-test (tests only), or NULL. */
+const char *mig_test_knob(const Migration *m, const char *key);
+
+/* One CRITICAL frame: an 8-byte header and @len bytes of @p. */
 bool mig_send_frame(Chan *c, uint16_t type, const void *p, size_t len,
                     char **errp);
+/* The same for the payload in @w (encoded with mig2/data.h); frees @w. */
+bool mig_send_built(Chan *c, uint16_t type, Mig2Writer *w, char **errp);
+bool mig_send_channel_sync(Chan *c, uint32_t round, char **errp);
+/*
+ * The next frame of a data phase on @c that the receiver acts on (spec
+ * 4.3, 4.5).  A length over MIG2_FRAME_MAX is refused before anything of
+ * the payload is read; a type this build does not know is skipped as it
+ * streams in when CRITICAL is clear (each at most MIG2_FRAME_MAX bytes),
+ * refused (unknown-critical) when it is set; a known type that is not in
+ * @valid (0-terminated) is refused (protocol).  Returns false with
+ * *@errp, and the ERROR code to answer with in *@code: 0 when the channel
+ * broke, or for an oversized ERROR, which nobody answers.
+ */
+bool mig_next_frame(Chan *c, const uint16_t *valid, Mig2FrameHeader *fh,
+                    uint32_t *code, char **errp);
+/*
+ * Read @fh's payload into *@p (the caller frees it) when it is at most
+ * @max bytes; refuses a longer one unread (*@code as above).
+ */
+bool mig_read_payload(Chan *c, const Mig2FrameHeader *fh, uint32_t max,
+                      uint8_t **p, uint32_t *code, char **errp);
 bool mig_send_pages(Migration *m, Chan *c, const uint64_t *pages, uint32_t n,
                     bool zero_flag, char **errp);
 /* Read the rest of a RAM frame of @len bytes into guest RAM. */
@@ -115,6 +140,12 @@ unsigned mfd_dest_channels(const MfdDest *d);
 bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp);
 /* The channel deadline ended the migration while the main thread read. */
 bool mfd_dest_timed_out(MfdDest *d, char **errp);
+/*
+ * The first failure of a multifd channel, or NULL; waits up to @wait_ms
+ * for channels still running to finish (the main channel closed: they
+ * may be about to say why).
+ */
+char *mfd_dest_failure(MfdDest *d, int wait_ms);
 uint64_t mfd_dest_pages(MfdDest *d);
 void mfd_dest_stop(MfdDest *d);
 /* Record a refused connection for query-migrate (thread-safe). */

@@ -87,19 +87,25 @@ static void wake_all(Multifd *f)
     }
 }
 
-/* Wait on @f->cond for at most 50 ms, so a cancel is noticed. */
-static void wait_main(Multifd *f)
+/* Wait on @cond (holding @lock) for at most @ms milliseconds. */
+static void cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *lock, long ms)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 50 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_nsec += ms * 1000000L;
+    while (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
     }
+    pthread_cond_timedwait(cond, lock, &ts);
+}
+
+/* Wait on @f->cond for at most 50 ms, so a cancel is noticed. */
+static void wait_main(Multifd *f)
+{
     f->waiters++;
-    pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+    cond_wait_ms(&f->cond, &f->lock, 50);
     f->waiters--;
 }
 
@@ -123,21 +129,6 @@ static void sender_fail(Sender *s, char *msg)
     wake_all(f);
     pthread_mutex_unlock(&f->lock);
     free(msg);
-}
-
-/* The value of @key in the --x-channel-test list, or NULL. */
-static const char *test_knob(const Multifd *f, const char *key)
-{
-    const char *t = f->m->chan_test, *p;
-    size_t n = strlen(key);
-
-    for (p = t; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
-        if (strncmp(p, key, n) == 0 && (p[n] == ',' || p[n] == '=' ||
-                                       p[n] == '\0')) {
-            return p[n] == '=' ? p + n + 1 : p + n;
-        }
-    }
-    return NULL;
 }
 
 /*
@@ -193,13 +184,13 @@ static bool sender_join(Sender *s, char **errp)
     int rc;
 
     /* Test knobs: channels in reverse or random order, or one missing. */
-    if ((k = test_knob(f, "skip")) && (unsigned)atoi(k) == s->index) {
+    if ((k = mig_test_knob(f->m, "skip")) && (unsigned)atoi(k) == s->index) {
         *errp = NULL;
         return false;
     }
-    if (test_knob(f, "reverse")) {
+    if (mig_test_knob(f->m, "reverse")) {
         usleep((f->n - 1 - s->index) * 50000);
-    } else if (test_knob(f, "random")) {
+    } else if (mig_test_knob(f->m, "random")) {
         usleep((useconds_t)((s->index * 7919u + (unsigned)getpid()) % 100) *
                1000);
     }
@@ -246,6 +237,119 @@ static bool sender_join(Sender *s, char **errp)
     return false;
 }
 
+/*
+ * Tests only: a frame of a type this build does not know, with @len
+ * bytes of payload and @flags (CRITICAL or not).
+ */
+static bool send_unknown(Chan *c, uint16_t type, uint16_t flags,
+                         uint32_t len, char **errp)
+{
+    uint8_t h[MIG2_FRAME_HEADER_LEN];
+    uint8_t *p = calloc(1, len ? len : 1);
+    struct iovec iov[2] = {
+        { .iov_base = h, .iov_len = sizeof(h) },
+        { .iov_base = p, .iov_len = len },
+    };
+    bool ok;
+
+    if (!p) {
+        *errp = strdup("out of memory");
+        return false;
+    }
+    mig2_frame_header_put(h, type, flags, len);
+    ok = chan_writev(c, iov, 2, errp);
+    free(p);
+    return ok;
+}
+
+/*
+ * Tests only: send what @w holds (or a frame of an unknown critical
+ * type), then report the destination's answer as this channel's failure.
+ */
+static bool send_refused(Sender *s, const char *what, Mig2Writer *w,
+                         char **errp)
+{
+    uint8_t h[MIG2_FRAME_HEADER_LEN], *p = NULL;
+    Mig2FrameHeader fh;
+    bool sent;
+
+    if (w) {
+        sent = !mig2_wr_error(w) && chan_write(&s->c, w->buf, w->len, errp);
+        mig2_wr_free(w);
+    } else {
+        sent = send_unknown(&s->c, 0x02f7, MIG2_FRAME_FLAG_CRITICAL, 5, errp);
+    }
+    if (!sent || !chan_read(&s->c, h, sizeof(h), errp)) {
+        return false;
+    }
+    mig2_frame_header_parse(h, MIG2_FRAME_MAX, &fh);
+    if (fh.type == MIG2_FRAME_ERROR && fh.length <= 65536 &&
+        (p = malloc(fh.length ? fh.length : 1)) &&
+        chan_read(&s->c, p, fh.length, errp)) {
+        char *text = mig_peer_error_text(p, fh.length);
+
+        *errp = mig_strf("test frame (%s) refused: %s", what,
+                         text ? text : "");
+        free(text);
+    } else if (!*errp) {
+        *errp = mig_strf("test frame (%s) answered with frame 0x%04x", what,
+                         fh.type);
+    }
+    free(p);
+    return false;
+}
+
+/*
+ * Tests only (--x-channel-test): frames a conforming source never sends,
+ * on channel 0 once it has joined.  Returns false with what the
+ * destination answered, which ends the migration.
+ */
+static bool misbehave(Sender *s, char **errp)
+{
+    Migration *m = s->f->m;
+    static const uint8_t page[RAM_PAGE_SIZE];
+    Mig2Writer w;
+
+    mig2_wr_init(&w, 2 * MIG2_FRAME_HEADER_LEN + RAM_PAGE_SIZE + 16);
+    if (mig_test_knob(m, "oversized")) {
+        /* Nearly 4 GiB, and as many entries as that would hold. */
+        uint8_t b[MIG2_FRAME_HEADER_LEN + MIG2_DATA_RAM_HEAD_LEN];
+
+        mig2_frame_header_put(b, MIG2_FRAME_RAM, MIG2_FRAME_FLAG_CRITICAL,
+                              0xfffffff0u);
+        mig2_data_ram_head_put(b + MIG2_FRAME_HEADER_LEN, 0, 0x1ffffffdu);
+        mig2_wr_bytes(&w, b, sizeof(b));
+        return send_refused(s, "oversized", &w, errp);
+    }
+    if (mig_test_knob(m, "ram-past-end")) {
+        /* One page at the end of the block: outside it. */
+        Mig2DataPage pg = { .offset = m->vm->ram.size, .data = page };
+        size_t mark = mig2_wr_frame_begin(&w, MIG2_FRAME_RAM,
+                                          MIG2_FRAME_FLAG_CRITICAL);
+
+        mig2_data_ram_encode(&w, 0, RAM_PAGE_SIZE, &pg, 1);
+        mig2_wr_frame_end(&w, mark);
+        return send_refused(s, "ram-past-end", &w, errp);
+    }
+    mig2_wr_free(&w);
+    if (mig_test_knob(m, "unknown-critical")) {
+        return send_refused(s, "unknown-critical", NULL, errp);
+    }
+    return true;
+}
+
+/*
+ * Tests only: before each CHANNEL_SYNC, unknown frames without CRITICAL,
+ * which the destination must skip: a grease type with a short payload,
+ * and a reserved channel type with one longer than any read buffer.
+ */
+static bool send_skippable(Sender *s, char **errp)
+{
+    return !mig_test_knob(s->f->m, "unknown-frame") ||
+           (send_unknown(&s->c, 0x1a2a, 0, 7, errp) &&
+            send_unknown(&s->c, 0x02f7, 0, 70000, errp));
+}
+
 static void *sender_main(void *opaque)
 {
     Sender *s = opaque;
@@ -267,11 +371,15 @@ static void *sender_main(void *opaque)
         sender_fail(s, err);
         goto out;
     }
-    if (s->index == 0 && test_knob(f, "duplicate")) {
+    if (s->index == 0 && mig_test_knob(f->m, "duplicate")) {
         rogue_channel(f, "duplicate", 0, (uint16_t)f->n);
     }
-    if (s->index == 0 && test_knob(f, "extra")) {
+    if (s->index == 0 && mig_test_knob(f->m, "extra")) {
         rogue_channel(f, "extra", (uint16_t)f->n, (uint16_t)(f->n + 1));
+    }
+    if (s->index == 0 && !misbehave(s, &err)) {
+        sender_fail(s, err);
+        goto out;
     }
     pthread_mutex_lock(&f->lock);
     s->ready = true;
@@ -293,12 +401,8 @@ static void *sender_main(void *opaque)
         if (j->kind == JOB_PAGES) {
             ok = mig_send_pages(f->m, &s->c, j->pages, j->n, f->zero, &err);
         } else {
-            uint8_t b[4] = {
-                (uint8_t)(j->round >> 24), (uint8_t)(j->round >> 16),
-                (uint8_t)(j->round >> 8), (uint8_t)j->round,
-            };
-
-            ok = mig_send_frame(&s->c, MIG2_FRAME_CHANNEL_SYNC, b, 4, &err);
+            ok = send_skippable(s, &err) &&
+                 mig_send_channel_sync(&s->c, j->round, &err);
         }
         pthread_mutex_lock(&f->lock);
         s->head = (s->head + 1) % QUEUE_DEPTH;
@@ -559,18 +663,23 @@ static void dest_fail(MfdDest *d, char *msg)
 
 static void *receiver_main(void *opaque)
 {
+    static const uint16_t valid[] = {
+        MIG2_FRAME_RAM, MIG2_FRAME_CHANNEL_SYNC, MIG2_FRAME_ERROR, 0,
+    };
     Receiver *r = opaque;
     MfdDest *d = r->d;
     char *err = NULL;
+    uint32_t code = 0;
 
     for (;;) {
-        uint8_t h[8];
         Mig2FrameHeader fh;
+        uint8_t *p = NULL;
+        uint32_t round;
 
-        if (!chan_read(&r->c, h, 8, &err)) {
+        /* Unknown frames are skipped or refused in there (spec 4.3). */
+        if (!mig_next_frame(&r->c, valid, &fh, &code, &err)) {
             break;
         }
-        mig2_frame_header_parse(h, UINT32_MAX, &fh);
         if (fh.type == MIG2_FRAME_RAM) {
             uint64_t n = 0;
 
@@ -580,39 +689,43 @@ static void *receiver_main(void *opaque)
             pthread_mutex_lock(&d->lock);
             r->pages += n;
             pthread_mutex_unlock(&d->lock);
-        } else if (fh.type == MIG2_FRAME_CHANNEL_SYNC && fh.length == 4) {
-            uint8_t b[4];
-
-            if (!chan_read(&r->c, b, 4, &err)) {
-                break;
-            }
-            pthread_mutex_lock(&d->lock);
-            r->synced = (int64_t)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
-                                  (uint32_t)b[2] << 8 | b[3]);
-            pthread_cond_broadcast(&d->cond);
-            pthread_mutex_unlock(&d->lock);
-        } else if (fh.type == MIG2_FRAME_ERROR && fh.length <= 65536) {
-            uint8_t *p = malloc(fh.length ? fh.length : 1);
-
-            if (p && chan_read(&r->c, p, fh.length, &err)) {
-                err = mig_peer_error_text(p, fh.length);
-            }
-            free(p);
-            break;
-        } else {
-            mig_send_error(&r->c, MIG2_WIRE_PROTOCOL,
-                           "unexpected frame on a multifd channel");
-            err = mig_strf("unexpected frame 0x%04x", fh.type);
+            continue;
+        }
+        if (!mig_read_payload(&r->c, &fh, fh.type == MIG2_FRAME_ERROR
+                                              ? 65536
+                                              : MIG2_DATA_CHANNEL_SYNC_LEN,
+                              &p, &code, &err)) {
             break;
         }
+        if (fh.type == MIG2_FRAME_ERROR) {
+            err = mig_peer_error_text(p, fh.length);
+            free(p);
+            break;
+        }
+        if (mig2_data_round_parse(p, fh.length, &round) != MIG2_OK) {
+            code = MIG2_WIRE_PROTOCOL;
+            err = mig_strf("CHANNEL_SYNC frame of %u bytes, expected %u",
+                           fh.length, MIG2_DATA_CHANNEL_SYNC_LEN);
+            free(p);
+            break;
+        }
+        free(p);
+        pthread_mutex_lock(&d->lock);
+        r->synced = (int64_t)round;
+        pthread_cond_broadcast(&d->cond);
+        pthread_mutex_unlock(&d->lock);
     }
-    pthread_mutex_lock(&d->lock);
-    r->done = true;
-    pthread_mutex_unlock(&d->lock);
     /* After the migration ends the source closes: not a failure. */
     if (!d->stopping) {
         dest_fail(d, mig_strf("multifd channel %u: %s", r->index,
                               err ? err : "closed"));
+    }
+    pthread_mutex_lock(&d->lock);
+    r->done = true;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    if (code) {
+        mig_send_error(&r->c, code, err);
     }
     free(err);
     return NULL;
@@ -1011,7 +1124,6 @@ bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp)
     for (;;) {
         unsigned i, behind = 0;
         bool all_admitted = true;
-        struct timespec ts;
 
         if (d->err) {
             *errp = strdup(d->err);
@@ -1039,13 +1151,7 @@ bool mfd_dest_wait_sync(MfdDest *d, uint32_t round, char **errp)
             *errp = strdup("migration cancelled");
             break;
         }
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+        cond_wait_ms(&d->cond, &d->lock, 50);
     }
     pthread_mutex_unlock(&d->lock);
     return false;
@@ -1068,6 +1174,30 @@ bool mfd_dest_timed_out(MfdDest *d, char **errp)
     }
     pthread_mutex_unlock(&d->lock);
     return out;
+}
+
+char *mfd_dest_failure(MfdDest *d, int wait_ms)
+{
+    int64_t until = mig_now_ms() + wait_ms;
+    char *why = NULL;
+
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        unsigned i, busy = 0;
+
+        for (i = 0; i < d->n; i++) {
+            busy += d->started[i] && !d->r[i].done;
+        }
+        if (!busy || mig_now_ms() >= until) {
+            break;
+        }
+        cond_wait_ms(&d->cond, &d->lock, 10);
+    }
+    if (d->err) {
+        why = strdup(d->err);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return why;
 }
 
 uint64_t mfd_dest_pages(MfdDest *d)

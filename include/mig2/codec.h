@@ -111,10 +111,17 @@ typedef struct Mig2FrameHeader {
 
 /*
  * Parse the 8-byte frame header at @p.  Returns MIG2_OK, or
- * MIG2_ERR_TOO_LARGE when the length exceeds @max_payload.
+ * MIG2_ERR_TOO_LARGE when the length exceeds @max_payload (*@h is
+ * filled in either case, so the caller can name what it refuses).
  */
 int mig2_frame_header_parse(const uint8_t *p, size_t max_payload,
                             Mig2FrameHeader *h);
+/*
+ * Write an 8-byte frame header at @out, for senders that gather a frame
+ * from several buffers (writev) instead of building it in a Mig2Writer.
+ */
+void mig2_frame_header_put(uint8_t *out, uint16_t type, uint16_t flags,
+                           uint32_t length);
 
 #ifdef __cplusplus
 }

@@ -55,14 +55,21 @@ typedef struct Mig2DataPage {
     const void *data;
 } Mig2DataPage;
 
-/* A parsed RAM payload. */
+/*
+ * A parsed RAM payload, or, while one streams in, its checked head and
+ * entries (see mig2_data_ram_head_parse).
+ */
 typedef struct Mig2DataRam {
     uint32_t block;             /* index into the RAM_BLOCK list */
     uint32_t n;                 /* entries, at least 1 */
     uint32_t n_zero;            /* entries with the ZERO flag */
     uint32_t page_size;         /* the block's */
+    uint64_t block_size;        /* the block's */
     const uint8_t *entries;     /* n x be64 */
-    const uint8_t *data;        /* (n - n_zero) x page_size bytes */
+    const uint8_t *data;        /* (n - n_zero) x page_size bytes; NULL
+                                 * when only the entries were parsed */
+    uint32_t bad_entry;         /* after MIG2_ERR_BAD_VALUE from the
+                                 * entries: the index of the first bad one */
 } Mig2DataRam;
 
 /*
@@ -77,12 +84,43 @@ int mig2_data_ram_length(uint32_t n, uint32_t n_data, uint32_t page_size,
 /*
  * For senders that gather pages straight from guest memory (writev):
  * the 8-byte head and one 8-byte entry.  The entries, then the data of
- * each entry without ZERO in entry order, follow the head.
+ * each entry without ZERO in entry order, follow the head.  The entry
+ * helpers are inline: senders and receivers call them once per page.
  */
 void mig2_data_ram_head_put(uint8_t out[MIG2_DATA_RAM_HEAD_LEN],
                             uint32_t block, uint32_t n);
-void mig2_data_ram_entry_put(uint8_t out[MIG2_DATA_RAM_ENTRY_LEN],
-                             uint64_t offset, bool zero);
+
+inline void mig2_data_ram_entry_put(uint8_t out[MIG2_DATA_RAM_ENTRY_LEN],
+                                    uint64_t offset, bool zero)
+{
+    uint64_t v = offset | (zero ? (uint64_t)MIG2_RAM_ZERO : 0);
+
+    out[0] = (uint8_t)(v >> 56);
+    out[1] = (uint8_t)(v >> 48);
+    out[2] = (uint8_t)(v >> 40);
+    out[3] = (uint8_t)(v >> 32);
+    out[4] = (uint8_t)(v >> 24);
+    out[5] = (uint8_t)(v >> 16);
+    out[6] = (uint8_t)(v >> 8);
+    out[7] = (uint8_t)v;
+}
+
+/*
+ * Entry @i (below r->n) of a RAM payload whose entries have been parsed:
+ * its byte offset in the block in *@offset; true for a ZERO entry.
+ */
+inline bool mig2_data_ram_entry_get(const Mig2DataRam *r, uint32_t i,
+                                    uint64_t *offset)
+{
+    const uint8_t *p = r->entries + (size_t)i * MIG2_DATA_RAM_ENTRY_LEN;
+    uint64_t v = (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 |
+                 (uint64_t)p[2] << 40 | (uint64_t)p[3] << 32 |
+                 (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 |
+                 (uint64_t)p[6] << 8 | p[7];
+
+    *offset = v & ~(uint64_t)MIG2_RAM_ZERO;
+    return (v & MIG2_RAM_ZERO) != 0;
+}
 
 /*
  * Append a whole RAM payload for @n pages of block @block.  Records
@@ -102,12 +140,43 @@ void mig2_data_ram_encode(Mig2Writer *w, uint32_t block, uint32_t page_size,
  *   MIG2_ERR_TRAILING   more data than the entries say
  *   MIG2_ERR_BAD_VALUE  n == 0, a block index outside @blocks, an offset
  *                       not a multiple of the page size, a page past the
- *                       end of the block, ZERO without @zero_allowed
- * On failure *@r is unspecified.
+ *                       end of the block (offset + page size > block
+ *                       size), ZERO without @zero_allowed
+ * On failure *@r is unspecified, except that after MIG2_ERR_BAD_VALUE
+ * r->entries is NULL when the head was at fault, else the entries and
+ * r->bad_entry the first bad one.
  */
 int mig2_data_ram_parse(const uint8_t *p, size_t len,
                         const Mig2DataRamBlock *blocks, size_t n_blocks,
                         bool zero_allowed, Mig2DataRam *r);
+
+/*
+ * The same checks for a receiver that reads a RAM payload of
+ * @payload_len bytes (its frame header's length) piece by piece, so that
+ * page data can go straight into guest memory:
+ *
+ * 1. mig2_data_ram_head_parse() on the first 8 bytes, at @head: block
+ *    and n, checked against @blocks and bounded by @payload_len, so that
+ *    the 8 * n bytes of entries that follow are known to lie inside the
+ *    payload before the caller makes room for them.  MIG2_OK,
+ *    MIG2_ERR_TRUNCATED (@payload_len below 8 + 8 * n) or
+ *    MIG2_ERR_BAD_VALUE (n == 0, no such block, a block whose page size
+ *    is no page size).
+ * 2. mig2_data_ram_entries_parse() on the 8 * r->n bytes at @entries:
+ *    every offset and ZERO flag as above, and @payload_len exactly what
+ *    the entries call for.  Sets r->entries (= @entries) and r->n_zero;
+ *    r->data stays NULL.  MIG2_OK, MIG2_ERR_BAD_VALUE (r->bad_entry
+ *    names the entry), MIG2_ERR_TRUNCATED or MIG2_ERR_TRAILING (the
+ *    payload has room for less or more page data than the entries say).
+ * 3. The (r->n - r->n_zero) x r->page_size bytes of data, in entry
+ *    order, read wherever the caller wants them.
+ */
+int mig2_data_ram_head_parse(const uint8_t head[MIG2_DATA_RAM_HEAD_LEN],
+                             size_t payload_len,
+                             const Mig2DataRamBlock *blocks, size_t n_blocks,
+                             Mig2DataRam *r);
+int mig2_data_ram_entries_parse(Mig2DataRam *r, const uint8_t *entries,
+                                size_t payload_len, bool zero_allowed);
 
 /* Walks the entries of a parsed RAM payload in order. */
 typedef struct Mig2DataRamIter {
@@ -186,6 +255,20 @@ void mig2_data_device_head_encode(Mig2Writer *w, const char *id,
  */
 void mig2_data_device_tail_encode(Mig2Writer *w,
                                   const Mig2DataSubsection *subs, size_t n);
+
+/*
+ * The tail piece by piece, for a saver that writes each subsection's
+ * bytes straight into @w: mig2_data_device_tail_begin() with the number
+ * of records, then per record mig2_data_subsection_begin() (str8 @name
+ * and a length that mig2_data_subsection_end() fills in), the bytes, and
+ * mig2_data_subsection_end() with the mark begin returned.  Records
+ * MIG2_ERR_LIMIT in @w for @count over MIG2_DATA_MAX_SUBSECTIONS, a
+ * string error for a bad name, MIG2_ERR_TOO_LARGE for a record over
+ * 2^32 - 1 bytes.
+ */
+void mig2_data_device_tail_begin(Mig2Writer *w, size_t count);
+size_t mig2_data_subsection_begin(Mig2Writer *w, const char *name);
+void mig2_data_subsection_end(Mig2Writer *w, size_t mark);
 
 /*
  * Parse the head.  MIG2_OK, MIG2_ERR_TRUNCATED or MIG2_ERR_BAD_STRING

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """mig2-analyze on real streams: QEMU 7.2 -M pc (RAM from a known file) and
--M none, mig2-vm's legacy v3 file: save, and a capture of what a mig2-vm
-source sends on a v2 main channel (through a teeing TCP relay); the --json
-keys; truncated and corrupted streams (exit 1 naming an offset, never a
-crash: the e2e suite also runs in the ASan/UBSan tree).
+-M none, mig2-vm's legacy v3 file: save, a capture of what a mig2-vm
+source sends on a v2 main channel (through a teeing TCP relay), and
+mig2-vm's one-way v4 file (x-oneway-format v4, MANIFEST to DIGEST); the
+--json keys; truncated and corrupted streams (exit 1 naming an offset,
+never a crash: the e2e suite also runs in the ASan/UBSan tree).
 
 The QEMU tests are skipped when qemu-system-x86_64 is not installed
 (scripts/deps.sh installs qemu-system-x86)."""
 
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -20,9 +23,10 @@ import threading
 import unittest
 
 from vmlib import (FINAL_STATUSES, ROOT, MiB, PAGE, VmTestCase,
-                   handshake_channels, make_memory_file, scaled,
-                   wait_migration)
+                   handshake_channels, handshake_info, make_memory_file,
+                   scaled, wait_migration)
 from test_qemu import QEMU, Qemu, qemu_wait_migration
+from test_oneway import OnewaySaves, frames
 
 ANALYZE = os.environ.get('MIG2_ANALYZE') or os.path.join(
     ROOT, 'build', 'tools', 'mig2-analyze')
@@ -585,6 +589,158 @@ class Mig2StreamTest(AnalyzeTestCase):
         rc, out, _ = analyze('--json', notqevm)
         self.assertEqual(rc, 1)
         self.assertEqual(json.loads(out)['error']['offset'], 4)
+
+
+class OnewayFileTest(OnewaySaves, AnalyzeTestCase):
+    """The one-way v4 file of docs/protocol.md section 2.5."""
+
+    def saved(self):
+        """A v4 file of a 16 MiB guest with subsections, RAM from a known
+        file and no workload; (source vm, path, bytes)."""
+        src, path = self.saved_v4('--memory', '16M', '--nodefaults',
+                                  *DEVICES, workload=False, mib=16)
+        with open(path, 'rb') as f:
+            data = f.read()
+        return src, path, data
+
+    def test_v4_file_structure(self):
+        src, path, data = self.saved()
+        hs = handshake_info(src)
+        self.quit_ok(src)
+        doc = analyze_json(path)
+        self.check_json_keys(doc)
+        self.assertTrue(doc['oneway'])
+        # Frame by frame, as an independent split of the file sees them.
+        self.assertEqual([(f['offset'], f['type'], f['length'])
+                          for f in doc['frames'] if f['name'] != 'RAM'],
+                         [(o, t, n) for o, t, _, n in frames(data)
+                          if t != 0x0101])
+        names = [f['name'] for f in doc['frames']]
+        self.assertEqual(names[:3], ['MANIFEST', 'FINISHED', 'RAM'])
+        self.assertEqual(names[-2:], ['END', 'DIGEST'])
+
+        man = doc['frames'][0]
+        self.assertEqual(man['revision'], 1)
+        self.assertEqual(man['revisions'], {'min': 1, 'max': 2})
+        self.assertIn('mig2-vm', man['build'])
+        self.assertEqual(man['machine'], 'mig2-pc')
+        self.assertEqual(man['page_size'], PAGE)
+        self.assertEqual(man['ram_blocks'], [
+            {'name': 'pc.ram', 'size': 16 * MiB, 'page_size': PAGE}])
+        self.assertEqual(sorted(f['name'] for f in man['features']),
+                         sorted(hs['features']['common']))
+        self.assertTrue(all(f['required'] for f in man['features']))
+        self.assertIn('multifd-channels',
+                      [c['item'] for c in man['config']])
+        # the DEVICE frames are the manifest's devices at its versions,
+        # with the subsections it marks needed
+        devices = {(d['id'], d['instance']): d for d in man['devices']}
+        sent = [f for f in doc['frames'] if f['name'] == 'DEVICE']
+        self.assertEqual(sorted((f['id'], f['instance']) for f in sent),
+                         sorted(devices))
+        for f in sent:
+            d = devices[(f['id'], f['instance'])]
+            self.assertEqual(f['version'], d['version'])
+            self.assertEqual([x['name'] for x in f['subsections']],
+                             [x['name'] for x in d['subsections']
+                              if x['needed']])
+        self.assertEqual(devices[('serial', 0)]['subsections'], [
+            {'name': 'serial/fifo', 'needed': True},
+            {'name': 'serial/timeout', 'needed': False}])
+
+        # FINISHED and DIGEST, recomputed here from the spec (2.5.3, 2.5.4)
+        fin, dig = doc['frames'][1], doc['frames'][-1]
+        transcript = hashlib.sha256(data[:fin['offset']]).digest()
+        self.assertEqual(fin['verify_data'], hmac.new(
+            b'', b'mig2 src finished' + transcript,
+            hashlib.sha256).hexdigest())
+        self.assertTrue(fin['verified'])
+        self.assertEqual(dig['covered'], dig['offset'])
+        self.assertEqual(dig['digest'],
+                         hashlib.sha256(data[:dig['offset']]).hexdigest())
+        self.assertEqual(dig['digest'], data[-32:].hex())
+        self.assertTrue(dig['digest_ok'])
+        end = doc['frames'][-2]
+        self.assertEqual((end['pages'], end['devices']),
+                         (16 * MiB // PAGE, len(sent)))
+
+        text = analyze(path, check=0)[1]
+        for line in ('version 4 (protocol v2, one-way stream)',
+                     'MANIFEST (0x0005), flags 0x0001 CRITICAL',
+                     'revision 1 (the writer implements 1..2)',
+                     'machine "mig2-pc", page size 4096',
+                     'oneway-manifest (7) required',
+                     'RAM block "pc.ram": size 16777216, page size 4096',
+                     'device "serial" instance 0 version 3, subsections '
+                     '"serial/fifo" (needed), "serial/timeout"',
+                     'verified true',
+                     'digest ok, SHA-256 of bytes 0 to %d is %s'
+                     % (dig['offset'], dig['digest'])):
+            self.assertIn(line, text)
+
+        dump = os.path.join(self.tmp, 'dump')
+        analyze('--dump-ram', dump, path, check=0)
+        with open(self.saved_ram, 'rb') as a, open(
+                os.path.join(dump, 'pc.ram'), 'rb') as b:
+            self.assertTrue(a.read() == b.read(), 'dumped RAM differs')
+
+    def test_v4_file_damaged(self):
+        """DIGEST covers every byte before it and FINISHED the head: any
+        change anywhere, and any cut, is an error naming an offset."""
+        src, path, data = self.saved()
+        self.quit_ok(src)
+        doc = analyze_json(path)
+        dig = doc['frames'][-1]['offset']
+        ram = [f for f in frames(data) if f[1] == 0x0101]
+        work = os.path.join(self.tmp, 'damaged.v4')
+
+        def verdict(content):
+            with open(work, 'wb') as f:
+                f.write(content)
+            rc, _, err = analyze(work)
+            self.assertEqual(rc, 1, err)
+            m = ERROR_RE.search(err)
+            self.assertTrue(m, err)
+            return int(m.group(1)), err
+
+        def flipped(at):
+            b = bytearray(data)
+            b[at] ^= 0x20
+            return bytes(b)
+
+        # a page of guest RAM: well formed, only DIGEST can tell
+        at = ram[len(ram) // 2][0] + 8 + ram[len(ram) // 2][3] - 100
+        off, err = verdict(flipped(at))
+        self.assertEqual(off, dig)
+        self.assertIn('DIGEST does not match the stream', err)
+        # DIGEST itself
+        off, err = verdict(flipped(len(data) - 1))
+        self.assertEqual(off, dig)
+        self.assertIn('DIGEST does not match', err)
+        # the MANIFEST's last byte (its last TLV's value): FINISHED says so
+        off, err = verdict(flipped(8 + 8 + doc['frames'][0]['length'] - 1))
+        self.assertIn(off, (8, doc['frames'][1]['offset']))
+        # cut right after END, and a frame after DIGEST
+        off, err = verdict(data[:dig])
+        self.assertEqual(off, dig)
+        self.assertIn('expected DIGEST', err)
+        off, err = verdict(data + data[dig:])
+        self.assertEqual(off, len(data))
+        self.assertIn('after DIGEST', err)
+
+        # Every cut at a frame boundary or at random is an error, and so is
+        # every changed byte: none goes unnoticed in a one-way file, but
+        # for DIGEST's own flags, which DIGEST cannot cover and a reader
+        # ignores on a known frame (spec 4.1, 4.2).
+        self.check_truncations(path, self.boundaries(doc) +
+                               self.sample(len(data), 30, 12))
+        picks = (list(range(0, 1300, 7)) + self.sample(len(data), 30, 13) +
+                 list(range(dig - 40, len(data))))
+        verdicts = self.check_corruptions(
+            path, [o for o in picks if o not in (dig + 2, dig + 3)], seed=14)
+        self.assertEqual(verdicts[0], 0, verdicts)
+        self.assertEqual(self.check_corruptions(path, [dig + 2, dig + 3],
+                                                seed=15), {0: 2, 1: 0})
 
 
 if __name__ == '__main__':

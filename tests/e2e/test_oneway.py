@@ -33,12 +33,9 @@ def frames(data):
     return out
 
 
-class OnewayTest(VmTestCase):
-
-    def assertQmpError(self, vm, name, args, desc):
-        rsp = vm.cmd(name, args)
-        self.assertIn('error', rsp, '%s %r: %r' % (name, args, rsp))
-        self.assertIn(desc, rsp['error']['desc'])
+class OnewaySaves:
+    """Saving to one-way transports; mixed into a VmTestCase (and used by
+    test_analyze.py for the one-way v4 files it reads)."""
 
     def save(self, src, out, fmt=None):
         """migrate @src to @out ('file:...' or 'exec:...'); completed."""
@@ -59,17 +56,28 @@ class OnewayTest(VmTestCase):
         dst.execute('migrate-incoming', req)
         return dst
 
-    def saved_v4(self, *src_args, workload=True):
-        """(source vm, path) of a v4 file saved from a guest whose RAM is
-        not zero and changes while it is saved."""
-        mem = make_memory_file(os.path.join(self.tmp, 'ram'), 64 * MiB,
+    def saved_v4(self, *src_args, workload=True, mib=64):
+        """(source vm, path) of a v4 file saved from a guest of @mib MiB
+        whose RAM is not zero (self.saved_ram: the file it came from) and,
+        with @workload, changes while it is saved.  @src_args replace
+        --memory 64M."""
+        mem = make_memory_file(os.path.join(self.tmp, 'ram'), mib * MiB,
                                seed=3)
         args = src_args or MEM
         extra = ('--workload', 'dirty-rate=2000') if workload else ()
         src = self.vm('src', *args, '--memory-file', mem, *extra)
         path = os.path.join(self.tmp, 'saved.v4')
         self.save(src, 'file:' + path, 'v4')
+        self.saved_ram = mem
         return src, path
+
+
+class OnewayTest(OnewaySaves, VmTestCase):
+
+    def assertQmpError(self, vm, name, args, desc):
+        rsp = vm.cmd(name, args)
+        self.assertIn('error', rsp, '%s %r: %r' % (name, args, rsp))
+        self.assertIn(desc, rsp['error']['desc'])
 
     # ---- legacy v3 and the transports themselves ----
 

@@ -53,9 +53,11 @@ static void test_frame_names(void **state)
     assert_string_equal(mig2_frame_name(0x0182), "SYNC_ACK");
     assert_string_equal(mig2_frame_name(0x0201), "CHANNEL_ACCEPT");
     assert_string_equal(mig2_frame_name(0x0202), "CHANNEL_SYNC");
+    assert_string_equal(mig2_frame_name(0x0005), "MANIFEST");
+    assert_string_equal(mig2_frame_name(0x0106), "DIGEST");
     assert_null(mig2_frame_name(0x0000));
-    assert_null(mig2_frame_name(0x0005));     /* MANIFEST: reserved */
-    assert_null(mig2_frame_name(0x0106));
+    assert_null(mig2_frame_name(0x0107));
+    assert_null(mig2_frame_name(0x0183));
     assert_null(mig2_frame_name(0x0a0a));     /* grease */
     assert_null(mig2_frame_name(0x7afa));
 }
@@ -131,6 +133,29 @@ static void test_ram_head_entry_put(void **state)
     mig2_data_ram_entry_put(got + 24, 0x200, false);
     assert_memory_equal(got, exp, sizeof(got));
     free(exp);
+}
+
+/* The inline entry helpers agree with each other on every flag. */
+static void test_ram_entry_get_put(void **state)
+{
+    static const uint64_t offsets[] = {
+        0, 0x1000, 0x123456789ab000ULL, 0xfffffffffffff000ULL,
+    };
+    uint8_t buf[8];
+    Mig2DataRam r = { .entries = buf, .n = 1 };
+    uint64_t off;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+        mig2_data_ram_entry_put(buf, offsets[i], false);
+        assert_false(mig2_data_ram_entry_get(&r, 0, &off));
+        assert_int_equal(off, offsets[i]);
+        mig2_data_ram_entry_put(buf, offsets[i], true);
+        assert_true(mig2_data_ram_entry_get(&r, 0, &off));
+        assert_int_equal(off, offsets[i]);
+        assert_int_equal(buf[7] & 1, 1);
+    }
 }
 
 /* As mig2-vm's mig_send_pages() frames them: block 0, 4 KiB pages. */
@@ -353,6 +378,103 @@ static void test_ram_length_bounds(void **state)
     mig2_wr_free(&w);
 }
 
+/*
+ * A receiver reading a payload piece by piece: the head with only the
+ * frame's length to go on, then the entries, then the data.
+ */
+static void test_ram_streaming(void **state)
+{
+    uint8_t *p;
+    size_t len;
+    Mig2DataRam r, whole;
+    uint64_t off;
+
+    (void)state;
+    ram_example(&p, &len);
+    assert_int_equal(mig2_data_ram_head_parse(p, len, two_blocks, 2, &r),
+                     MIG2_OK);
+    assert_int_equal(r.block, 1);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.page_size, 512);
+    assert_int_equal(r.block_size, 4 * 512);
+    assert_null(r.entries);
+    assert_int_equal(mig2_data_ram_entries_parse(&r, p + 8, len, true),
+                     MIG2_OK);
+    assert_ptr_equal(r.entries, p + 8);
+    assert_null(r.data);
+    assert_int_equal(r.n_zero, 1);
+    assert_false(mig2_data_ram_entry_get(&r, 0, &off));
+    assert_int_equal(off, 0x600);
+    assert_true(mig2_data_ram_entry_get(&r, 1, &off));
+    assert_int_equal(off, 0);
+    assert_false(mig2_data_ram_entry_get(&r, 2, &off));
+    assert_int_equal(off, 0x200);
+    assert_int_equal(mig2_data_ram_parse(p, len, two_blocks, 2, true, &whole),
+                     MIG2_OK);
+    assert_ptr_equal(whole.data, p + 8 + 3 * 8);
+
+    /* The length the frame announces decides, before any entry is read. */
+    assert_int_equal(mig2_data_ram_head_parse(p, 7, two_blocks, 2, &r),
+                     MIG2_ERR_TRUNCATED);
+    assert_int_equal(mig2_data_ram_head_parse(p, 8 + 3 * 8 - 1, two_blocks,
+                                              2, &r),
+                     MIG2_ERR_TRUNCATED);
+    assert_int_equal(mig2_data_ram_head_parse(p, 8 + 3 * 8, two_blocks, 2,
+                                              &r),
+                     MIG2_OK);
+    /* ... and the entries want exactly their data, no more, no less. */
+    assert_int_equal(mig2_data_ram_entries_parse(&r, p + 8, 8 + 3 * 8, true),
+                     MIG2_ERR_TRUNCATED);
+    assert_int_equal(mig2_data_ram_head_parse(p, len + 1, two_blocks, 2, &r),
+                     MIG2_OK);
+    assert_int_equal(mig2_data_ram_entries_parse(&r, p + 8, len + 1, true),
+                     MIG2_ERR_TRAILING);
+    assert_int_equal(mig2_data_ram_head_parse(p, len, two_blocks, 2, &r),
+                     MIG2_OK);
+    assert_int_equal(mig2_data_ram_entries_parse(&r, p + 8, len, false),
+                     MIG2_ERR_BAD_VALUE);
+    assert_int_equal(r.bad_entry, 1);              /* the ZERO entry */
+    free(p);
+}
+
+/*
+ * The head alone bounds the count by the announced length: a frame of
+ * MIG2_FRAME_MAX bytes holds at most (2^24 - 8) / 8 entries, and a
+ * header lying about a 4 GiB payload is the caller's to refuse first.
+ */
+static void test_ram_head_bounds_count(void **state)
+{
+    static const Mig2DataRamBlock big[] = {
+        { .size = 1ULL << 40, .page_size = 4096 },
+    };
+    uint8_t head[8];
+    Mig2DataRam r;
+    uint32_t most = (MIG2_FRAME_MAX - 8) / 8;
+
+    (void)state;
+    mig2_data_ram_head_put(head, 0, most);
+    assert_int_equal(mig2_data_ram_head_parse(head, MIG2_FRAME_MAX, big, 1,
+                                              &r),
+                     MIG2_OK);
+    assert_int_equal(r.n, most);
+    mig2_data_ram_head_put(head, 0, most + 1);
+    assert_int_equal(mig2_data_ram_head_parse(head, MIG2_FRAME_MAX, big, 1,
+                                              &r),
+                     MIG2_ERR_TRUNCATED);
+    mig2_data_ram_head_put(head, 0, UINT32_MAX);
+    assert_int_equal(mig2_data_ram_head_parse(head, MIG2_FRAME_MAX, big, 1,
+                                              &r),
+                     MIG2_ERR_TRUNCATED);
+    mig2_data_ram_head_put(head, 1, 1);
+    assert_int_equal(mig2_data_ram_head_parse(head, MIG2_FRAME_MAX, big, 1,
+                                              &r),
+                     MIG2_ERR_BAD_VALUE);
+    mig2_data_ram_head_put(head, 0, 0);
+    assert_int_equal(mig2_data_ram_head_parse(head, MIG2_FRAME_MAX, big, 1,
+                                              &r),
+                     MIG2_ERR_BAD_VALUE);
+}
+
 /* Random damage to a valid payload: any result, but no stray read. */
 static void test_ram_mutations(void **state)
 {
@@ -372,6 +494,17 @@ static void test_ram_mutations(void **state)
         cut = len - (seed >> 8) % 64;
         q = dup_bytes(p, cut);
         q[at] ^= (uint8_t)(1 + (seed >> 20) % 255);
+        /* Piece by piece, the verdict is the same. */
+        {
+            Mig2DataRam s;
+            int rc = mig2_data_ram_head_parse(q, cut, two_blocks, 2, &s);
+
+            if (rc == MIG2_OK) {
+                rc = mig2_data_ram_entries_parse(&s, q + 8, cut, true);
+            }
+            assert_int_equal(rc, mig2_data_ram_parse(q, cut, two_blocks, 2,
+                                                     true, &r));
+        }
         if (mig2_data_ram_parse(q, cut, two_blocks, 2, true, &r) == MIG2_OK) {
             Mig2DataRamIter it;
             uint64_t off;
@@ -655,6 +788,37 @@ static void test_device_malformed(void **state)
     free(q);
 }
 
+/* The tail piece by piece: the same bytes as from a list. */
+static void test_device_tail_streaming(void **state)
+{
+    static const uint8_t fields[] = { 1, 2, 3, 4 };
+    Mig2Writer w;
+    size_t mark;
+
+    (void)state;
+    mig2_wr_init(&w, MIG2_FRAME_MAX);
+    mig2_data_device_head_encode(&w, "timer", 0, 2);
+    mig2_wr_bytes(&w, fields, sizeof(fields));
+    mig2_data_device_tail_begin(&w, 2);
+    mark = mig2_data_subsection_begin(&w, "timer/a");
+    mig2_wr_u8(&w, 0xbe);
+    mig2_wr_u8(&w, 0xef);
+    mig2_data_subsection_end(&w, mark);
+    mark = mig2_data_subsection_begin(&w, "timer/b");
+    mig2_data_subsection_end(&w, mark);
+    assert_writer_bytes(&w, device_example, sizeof(device_example));
+    mig2_wr_free(&w);
+
+    mig2_data_device_tail_begin(&w, 256);
+    assert_int_equal(mig2_wr_error(&w), MIG2_ERR_LIMIT);
+    mig2_wr_free(&w);
+    mig2_data_device_tail_begin(&w, 1);
+    mark = mig2_data_subsection_begin(&w, "");
+    mig2_data_subsection_end(&w, mark);
+    assert_int_equal(mig2_wr_error(&w), MIG2_ERR_BAD_STRING);
+    mig2_wr_free(&w);
+}
+
 static void test_device_tail_limits(void **state)
 {
     Mig2DataSubsection subs[256];
@@ -685,12 +849,15 @@ int main(void)
     const struct CMUnitTest ram[] = {
         cmocka_unit_test(test_ram_encode_exact),
         cmocka_unit_test(test_ram_head_entry_put),
+        cmocka_unit_test(test_ram_entry_get_put),
         cmocka_unit_test(test_ram_vm_layout),
         cmocka_unit_test(test_ram_parse_iterate),
         cmocka_unit_test(test_ram_truncated_everywhere),
         cmocka_unit_test(test_ram_malformed),
         cmocka_unit_test(test_ram_page_straddles_end),
         cmocka_unit_test(test_ram_length_bounds),
+        cmocka_unit_test(test_ram_streaming),
+        cmocka_unit_test(test_ram_head_bounds_count),
         cmocka_unit_test(test_ram_mutations),
     };
     const struct CMUnitTest small[] = {
@@ -704,6 +871,7 @@ int main(void)
         cmocka_unit_test(test_device_parse),
         cmocka_unit_test(test_device_truncated_everywhere),
         cmocka_unit_test(test_device_malformed),
+        cmocka_unit_test(test_device_tail_streaming),
         cmocka_unit_test(test_device_tail_limits),
     };
     int failed = 0;
