@@ -738,14 +738,15 @@ class CorruptionTest(FaultCase):
             # offset bits, a frame header shifted by inserted bytes
             ('flip,type=0x0101,nth=2,off=5', 'does not match'),
             ('flip,type=0x0101,nth=2,off=11', 'block 255'),
-            ('flip,type=0x0101,nth=3,off=17', 'outside block'),
+            ('flip,type=0x0101,nth=3,off=17', 'is not a page of block'),
             ('flip=0x01,type=0x0101,nth=2,off=23', 'does not match'),
             ('flip=0x08,type=0x0101,nth=2,off=%d' % (ram_data - 1),
-             'outside block'),
-            ('insert=00000000,type=0x0101,nth=3', 'oversized'),
+             'is not a page of block'),
+            ('insert=00000000,type=0x0101,nth=3',
+             'more than the 16777216-byte limit'),
             ('flip,type=0x0101,nth=4,off=1', 'unknown critical'),
             # SYNC and SWITCHOVER
-            ('flip=0x08,type=0x0102,off=7', 'SYNC frame of the wrong length'),
+            ('flip=0x08,type=0x0102,off=7', 'SYNC frame of 4 bytes, expected 12'),
             ('flip,type=0x0103,off=1', 'unknown critical'),
             # DEVICE: length (short, long), name, version
             ('flip=0x01,type=0x0104,off=7', 'truncated'),
@@ -776,10 +777,12 @@ class CorruptionTest(FaultCase):
              'source reported.*not a valid channel header'),
             ('conn=3,dir=c2s,flip,at=40', 'channel rejected',
              'source reported.*channel rejected'),
-            ('conn=2,dir=c2s,flip,type=0x0101,off=17', 'outside block',
-             'outside block'),
-            ('conn=3,dir=c2s,flip,type=0x0202,off=1', 'unexpected frame',
-             'unexpected frame'),
+            ('conn=2,dir=c2s,flip,type=0x0101,off=17',
+             'is not a page of block', 'is not a page of block'),
+            # CHANNEL_SYNC 0x0202 -> 0x02fd with the critical bit: spec 4.3
+            ('conn=3,dir=c2s,flip,type=0x0202,off=1',
+             'unknown critical frame 0x02fd',
+             'unknown critical frame 0x02fd'),
         ]
         for i, (rule, reason, dst_reason) in enumerate(cases):
             with self.subTest(rule=rule):
