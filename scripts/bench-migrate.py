@@ -516,9 +516,10 @@ class Bench:
         started = []
         qmps = []
         grace = 0.0
-        # Idle machine first, then the pre-touch right before the start.
+        # Idle machine first; the pre-touch comes right before 'migrate',
+        # after both processes are up, so that no start-up time passes
+        # between it and the transfer (see warm_up).
         quiet = wait_quiet(o.quiet_wait)
-        pt = self.warm_up(o.pretouch)
         try:
             dst = self.procs.start("mig2-dst", dst_argv, d)
             started.append(dst)
@@ -558,6 +559,7 @@ class Bench:
                 params["multifd-channels"] = channels
             sq.cmd("migrate-set-parameters", params)
 
+            pt = self.warm_up(o.pretouch)
             cpu0 = (proc_cpu(src.pid), proc_cpu(dst.pid))
             busy0, self0 = machine_busy()[0], self_cpu()
             t0 = time.monotonic()
