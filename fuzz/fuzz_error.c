@@ -74,7 +74,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)mig2_wire_error_name(err.code);
     } else {
         FUZZ_CHECK(rc == MIG2_ERR_TRUNCATED || rc == MIG2_ERR_TOO_LARGE ||
-                   rc == MIG2_ERR_BAD_STRING || rc == MIG2_ERR_DUPLICATE);
+                   rc == MIG2_ERR_TRAILING || rc == MIG2_ERR_BAD_STRING ||
+                   rc == MIG2_ERR_DUPLICATE);
     }
     /* What was decoded before a fault may be shown too. */
     text = mig2_error_format(&err);
