@@ -15,7 +15,9 @@
  *   2  a valid header cut short
  *   3  a valid header with a byte too many
  *
- * An unmodified written header is checked against a model of the rules
+ * Every admission is checked and recorded in a model of the session's
+ * channels (type, count, index range, no duplicates).  An unmodified
+ * written header is checked against the model's reading of the rules
  * in spec 12.3 (session, type, count, index, duplicates): the set must
  * admit exactly the headers the rules admit, and every rejection must
  * carry one "malformed" problem with the path the rules name.  Cut or
@@ -95,8 +97,9 @@ typedef struct Model {
     unsigned admitted;
 } Model;
 
-static int admit(Mig2ChannelSet *set, const uint8_t *p, size_t len,
-                 Mig2Error *why)
+/* Offer a header; the model records what the set admitted. */
+static int admit(Model *m, Mig2ChannelSet *set, const uint8_t *p,
+                 size_t len, Mig2Error *why)
 {
     Mig2ChannelHeader h;
     int rc = mig2_channel_set_admit(set, p, len, &h, why);
@@ -104,6 +107,11 @@ static int admit(Mig2ChannelSet *set, const uint8_t *p, size_t len,
     if (rc == MIG2_OK) {
         FUZZ_CHECK(why->n_problems == 0);
         FUZZ_CHECK(memchr(h.type, '\0', sizeof(h.type)) != NULL);
+        FUZZ_CHECK(strcmp(h.type, MIG2_CHANNEL_MULTIFD) == 0);
+        FUZZ_CHECK(h.count == m->expected && h.index < h.count);
+        FUZZ_CHECK(!m->seen[h.index]);
+        m->seen[h.index] = 1;
+        m->admitted++;
     }
     return rc;
 }
@@ -128,7 +136,8 @@ static const char *model_verdict(const Model *m, unsigned from,
     return NULL;
 }
 
-static void op_raw(FuzzIn *in, Mig2ChannelSet *set, Mig2Error *why)
+static void op_raw(FuzzIn *in, Model *m, Mig2ChannelSet *set,
+                   Mig2Error *why)
 {
     const uint8_t *p;
     size_t n = fuzz_take(in, fuzz_u16(in) % (MIG2_CHANNEL_MAX_LEN + 9), &p);
@@ -146,7 +155,7 @@ static void op_raw(FuzzIn *in, Mig2ChannelSet *set, Mig2Error *why)
         FUZZ_CHECK(memchr(h.type, '\0', sizeof(h.type)) != NULL);
         FUZZ_CHECK(n == MIG2_CHANNEL_PREFIX_LEN + 53 + strlen(h.type));
     }
-    rc = admit(set, p, n, why);
+    rc = admit(m, set, p, n, why);
     if (rc != MIG2_OK) {
         check_rejection(rc, why, NULL);
     }
@@ -208,15 +217,19 @@ static void op_written(FuzzIn *in, Model *m, Mig2ChannelSet *set,
     if (flip) {
         w.buf[fuzz_u16(in) % w.len] ^= flip;
     }
-    rc = admit(set, w.buf, w.len, why);
+    /* The verdict first: admit() updates the model. */
+    verdict = model_verdict(m, from, type, index, count);
+    rc = admit(m, set, w.buf, w.len, why);
     if (!flip) {
-        verdict = model_verdict(m, from, type, index, count);
         if (verdict) {
             check_rejection(rc, why, verdict);
         } else {
+            if (rc != MIG2_OK) {
+                fprintf(stderr, "refused %s %u/%u from session %u: %s (%s)\n",
+                        type, index, count, from, mig2_strerror(rc),
+                        why->n_problems ? why->problems[0].path : "-");
+            }
             FUZZ_CHECK(rc == MIG2_OK);
-            m->seen[index] = 1;
-            m->admitted++;
         }
     } else if (rc == MIG2_OK) {
         /* A flip the MAC does not cover cannot exist: all bytes count. */
@@ -227,8 +240,8 @@ static void op_written(FuzzIn *in, Model *m, Mig2ChannelSet *set,
     mig2_wr_free(&w);
 }
 
-static void op_bad_length(FuzzIn *in, bool cut, Mig2ChannelSet *set,
-                          Mig2Error *why)
+static void op_bad_length(FuzzIn *in, bool cut, Model *m,
+                          Mig2ChannelSet *set, Mig2Error *why)
 {
     Mig2ChannelHeader h;
     Mig2Writer w;
@@ -247,7 +260,7 @@ static void op_bad_length(FuzzIn *in, bool cut, Mig2ChannelSet *set,
     }
     rc = mig2_channel_header_parse(w.buf, n, &h);
     FUZZ_CHECK(rc == (cut ? MIG2_ERR_TRUNCATED : MIG2_ERR_TRAILING));
-    rc = admit(set, w.buf, n, why);
+    rc = admit(m, set, w.buf, n, why);
     check_rejection(rc, why, "channel/header");
     mig2_wr_free(&w);
 }
@@ -273,16 +286,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (in.left && ops++ < 64) {
         switch (fuzz_u8(&in) % 4) {
         case 0:
-            op_raw(&in, set, &why);
+            op_raw(&in, &m, set, &why);
             break;
         case 1:
             op_written(&in, &m, set, &why);
             break;
         case 2:
-            op_bad_length(&in, true, set, &why);
+            op_bad_length(&in, true, &m, set, &why);
             break;
         default:
-            op_bad_length(&in, false, set, &why);
+            op_bad_length(&in, false, &m, set, &why);
             break;
         }
         mig2_error_clear(&why);

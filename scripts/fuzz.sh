@@ -36,7 +36,7 @@ CC=clang bash scripts/build.sh "$dir" "${options[@]}" || exit 1
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     for t in "$dir"/fuzz/fuzz_*; do
-        [ -x "$t" ] && targets+=("${t##*/fuzz_}")
+        [ -f "$t" ] && [ -x "$t" ] && targets+=("${t##*/fuzz_}")
     done
 fi
 
