@@ -9,6 +9,9 @@
 # leaks, timeouts and sanitizer reports are saved as
 # fuzz-work/NAME/crash-*, leak-*, timeout-* ... and fail the run.
 #
+# FUZZ_ARGS adds libFuzzer flags (e.g. -runs=10000000); FUZZ_TIMEOUT is
+# the per-input limit in seconds (default 10).
+#
 # Prints libFuzzer's log to fuzz-work/NAME/last.log and one summary line:
 #   fuzz NAME: OK|FAILED  N runs, N exec/s, cov N, ft N, corpus N (T s)
 # Exit status: libFuzzer's (0 only when it found nothing).
