@@ -32,14 +32,38 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 static Vm vm;
 static bool verbose;    /* MIG2_FUZZ_VERBOSE=1: say how each load ended */
+/* Each device's state before any load: every input starts from it. */
+static uint8_t **pristine;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+    size_t i;
+
     (void)argc;
     (void)argv;
     verbose = getenv("MIG2_FUZZ_VERBOSE") != NULL;
     fuzz_vm_init(&vm);
+    pristine = calloc(vm.n_devs, sizeof(*pristine));
+    FUZZ_SETUP(pristine);
+    for (i = 0; i < vm.n_devs; i++) {
+        pristine[i] = malloc(vm.devs[i]->values_len + 1);
+        FUZZ_SETUP(pristine[i]);
+        memcpy(pristine[i], vm.devs[i]->values, vm.devs[i]->values_len);
+    }
     return 0;
+}
+
+/*
+ * A load starts from the device's current values (fields a stream lacks
+ * keep them), so an input could depend on the one before: put them back.
+ */
+static void restore_devices(void)
+{
+    size_t i;
+
+    for (i = 0; i < vm.n_devs; i++) {
+        memcpy(vm.devs[i]->values, pristine[i], vm.devs[i]->values_len);
+    }
 }
 
 static int input_fd(const uint8_t *data, size_t size)
@@ -65,6 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *pre;
     size_t avail = 0;
 
+    restore_devices();
     /* Read side only, no cancel pipe, no stall deadline: a file. */
     chan_init(&c, input_fd(data, size), -1, -1, 0);
     pre = chan_peek(&c, MIG2_PREAMBLE_LEN, &avail, &err);
