@@ -14,7 +14,8 @@ shift
 
 shopt -s nullglob
 have=$(for f in lib/*.c tests/*/*.c tests/*/meson.build examples/*.c \
-                bench/*.c vm/meson.build tools/meson.build; do
+                bench/*.c vm/meson.build tools/meson.build \
+                fuzz/*.c fuzz/meson.build; do
            if [ -e "$f" ]; then echo "$f"; fi
        done)
 stamp=$dir/.mig2-inputs

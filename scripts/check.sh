@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # scripts/check.sh [MESON-TEST-OPTION...]
 #
-# Build and run every test suite twice:
+# Build and run every test suite twice, then smoke-test the fuzzers:
 #   build/       gcc, debugoptimized
 #   build-asan/  clang, AddressSanitizer + UndefinedBehaviorSanitizer, any
 #                report fails the test (-fno-sanitize-recover=all)
-# then print one final line "N passed, N failed" summing both trees.
+#   build-fuzz/  clang, libFuzzer + ASan + UBSan (scripts/fuzz.sh): each
+#                fuzz target runs over its seed corpus and mutates for
+#                FUZZ_SMOKE_SECONDS (default 8), one test each (suite fuzz)
+# then print one final line "N passed, N failed" summing all trees.
 #
 # Counting, from the summary `meson test` prints: "Ok" is passed;
 # "Fail", "Timeout" and "Unexpected Pass" are failed ("Expected Fail" and
@@ -71,6 +74,8 @@ if CC=gcc run_tree build -Dbuildtype=debugoptimized; then
         -Db_sanitize=address,undefined \
         -Db_lundef=false \
         "-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer"
+    mapfile -t fuzz_options < <(bash scripts/fuzz.sh --meson-options)
+    CC=clang run_tree build-fuzz "${fuzz_options[@]}"
 fi
 
 echo "$passed passed, $failed failed"

@@ -163,7 +163,8 @@ int mig2_engine_abort(Mig2Engine *e, uint32_t code, const char *message);
  * layout, docs/protocol.md section 6.6).  encode writes a whole frame,
  * header included, truncating strings at UTF-8 boundaries to the wire
  * bounds; check mig2_wr_error(@w).  decode takes the payload only, clears
- * @err first and returns MIG2_OK, MIG2_ERR_TRUNCATED, MIG2_ERR_TOO_LARGE,
+ * @err first and returns MIG2_OK, MIG2_ERR_TRUNCATED, MIG2_ERR_TRAILING (a
+ * MESSAGE or PROBLEM value longer than its strings), MIG2_ERR_TOO_LARGE,
  * MIG2_ERR_BAD_STRING, MIG2_ERR_DUPLICATE or MIG2_ERR_NOMEM; on failure
  * @err may hold what was decoded before the fault (the caller clears it).
  */
