@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz/gen-corpus.sh -- regenerate the seed corpora in fuzz/corpus/
 #
-#   handshake_src, handshake_dst, error, channel
+#   handshake_src, handshake_dst, error, channel, manifest
 #       build-fuzz/fuzz/gen_corpus: engine pairs run in memory and the
 #       spec's hex examples (see gen_corpus.c)
 #   legacy
@@ -21,7 +21,7 @@ bash scripts/fuzz.sh --build >/dev/null
 
 out=fuzz/corpus
 b=build-fuzz
-for t in handshake_src handshake_dst error channel legacy qmp; do
+for t in handshake_src handshake_dst error channel manifest legacy qmp; do
     mkdir -p "$out/$t"
     find "$out/$t" -type f ! -name 'regress-*' -delete
 done

@@ -453,6 +453,34 @@ static void channel_seeds(void)
     mig2_profile_free(p);
 }
 
+/* MANIFEST frames a writer states for each profile, with and without grease. */
+static void manifest_seeds(void)
+{
+    unsigned i;
+
+    for (i = 0; i < FUZZ_PROFILES; i++) {
+        Mig2Profile *p = fuzz_profile(i);
+        Mig2Manifest *m = mig2_manifest_from_profile(p, fuzz_src_nonce, NULL);
+        int grease;
+
+        FUZZ_SETUP(p && m);
+        for (grease = 0; grease < 2; grease++) {
+            Mig2Writer w;
+            char name[32];
+
+            mig2_wr_init(&w, MIG2_FRAME_HEADER_LEN + MIG2_FRAME_MAX);
+            mig2_manifest_encode(&w, m, grease);
+            FUZZ_SETUP(mig2_wr_error(&w) == MIG2_OK);
+            snprintf(name, sizeof(name), "profile%u%s", i,
+                     grease ? "-grease" : "");
+            write_seed("manifest", name, w.buf, w.len);
+            mig2_wr_free(&w);
+        }
+        mig2_manifest_free(m);
+        mig2_profile_free(p);
+    }
+}
+
 int main(int argc, char **argv)
 {
     char *spec;
@@ -479,6 +507,7 @@ int main(int argc, char **argv)
     spec_seeds();
     error_seeds();
     channel_seeds();
+    manifest_seeds();
     for (i = 0; i < N_EXAMPLES; i++) {
         fuzz_buf_free(&examples[i].bytes);
     }

@@ -119,9 +119,12 @@ void mig2_hello_encode(Mig2Writer *w, uint16_t type, const Mig2Hello *h,
         mig2_wr_tlv_end(w, m);
     }
 
-    m = mig2_wr_tlv_begin(w, MIG2_TLV_BUILD, false);
-    mig2_wr_str16(w, p->build, MIG2_MAX_STR16);
-    mig2_wr_tlv_end(w, m);
+    /* Optional: a hello decoded from a peer that sent none has none. */
+    if (p->build && *p->build) {
+        m = mig2_wr_tlv_begin(w, MIG2_TLV_BUILD, false);
+        mig2_wr_str16(w, p->build, MIG2_MAX_STR16);
+        mig2_wr_tlv_end(w, m);
+    }
 
     if (grease) {
         put_grease_tlv(w, grease_seed);

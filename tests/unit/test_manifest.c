@@ -396,6 +396,45 @@ static void expect_malformed(const Buf *b, const char *path,
     mig2_error_clear(&err);
 }
 
+/*
+ * BUILD is optional (spec 6.3): a manifest without one (here BUILD's
+ * type was changed into an unknown non-critical 0x003d) decodes, and
+ * re-encodes without BUILD instead of failing.  Found by fuzz_manifest.
+ */
+static void test_no_build(void **state)
+{
+    static const uint8_t frame[] = {
+        0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x55, 0x80, 0x01, 0x00, 0x00,
+        0x00, 0x04, 0x00, 0x01, 0x00, 0x02, 0x80, 0x0a, 0x00, 0x00, 0x00, 0x02,
+        0x00, 0x01, 0x00, 0x3d, 0x00, 0x00, 0x00, 0x09, 0x00, 0x07, 0x65, 0x78,
+        0x61, 0x6d, 0x70, 0x6c, 0x65, 0x00, 0x03, 0x00, 0x00, 0x00, 0x03, 0x00,
+        0x07, 0x01, 0x80, 0x04, 0x00, 0x00, 0x00, 0x10, 0x00, 0x01, 0x02, 0x03,
+        0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+        0x80, 0x05, 0x00, 0x00, 0x00, 0x05, 0x04, 0x6e, 0x6f, 0x6e, 0x65, 0x80,
+        0x06, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x10, 0x00,
+    };
+    Mig2Manifest *m = NULL, *again = NULL;
+    Mig2Error err = { 0 };
+    Mig2Writer w;
+    size_t used;
+
+    (void)state;
+    assert_int_equal(mig2_manifest_decode(frame, sizeof(frame), 0, &m, &used,
+                                          &err), MIG2_OK);
+    assert_null(mig2_profile_build(mig2_manifest_profile(m)));
+    mig2_wr_init(&w, MIG2_FRAME_MAX);
+    mig2_manifest_encode(&w, m, false);
+    assert_int_equal(mig2_wr_error(&w), MIG2_OK);
+    assert_int_equal(mig2_manifest_decode(w.buf, w.len, 0, &again, &used,
+                                          &err), MIG2_OK);
+    assert_int_equal(used, w.len);
+    assert_null(mig2_profile_build(mig2_manifest_profile(again)));
+    mig2_manifest_free(again);
+    mig2_manifest_free(m);
+    mig2_wr_free(&w);
+    mig2_error_clear(&err);
+}
+
 static void test_stated_revision_and_versions(void **state)
 {
     Buf b = { 0 };
@@ -786,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_unknown_tlvs),
+        cmocka_unit_test(test_no_build),
         cmocka_unit_test(test_stated_revision_and_versions),
         cmocka_unit_test(test_wrong_frame_type),
         cmocka_unit_test(test_check_matches_live),
