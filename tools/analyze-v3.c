@@ -19,32 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mig2/wire.h"
+
 #include "analyze.h"
 
-enum {
-    SEC_EOF = 0x00,
-    SEC_START = 0x01,
-    SEC_PART = 0x02,
-    SEC_END = 0x03,
-    SEC_FULL = 0x04,
-    SEC_SUBSECTION = 0x05,
-    SEC_VMDESC = 0x06,
-    SEC_CONFIGURATION = 0x07,
-    SEC_COMMAND = 0x08,
-    SEC_FOOTER = 0x7e,
-};
-
-enum {
-    RAM_ZERO = 0x02,
-    RAM_MEM_SIZE = 0x04,
-    RAM_PAGE = 0x08,
-    RAM_EOS = 0x10,
-    RAM_CONTINUE = 0x20,
-    RAM_XBZRLE = 0x40,
-    RAM_HOOK = 0x80,
-    RAM_COMPRESS_PAGE = 0x100,
-    RAM_MULTIFD_FLUSH = 0x200,
-};
 
 /* Only the end of a file is searched for the vmdesc (QEMU's is ~100 KB). */
 #define VMDESC_SEARCH (64u << 20)
@@ -121,7 +99,7 @@ static void locate_vmdesc(V3 *v)
     }
     lo = az->size > VMDESC_SEARCH ? az->size - VMDESC_SEARCH : 8;
     for (p = az->size - 6; p >= lo; p--) {
-        if (az->base[p] == SEC_VMDESC && az->base[p + 5] == '{' &&
+        if (az->base[p] == MIG2_V3_SEC_VMDESC && az->base[p + 5] == '{' &&
             az_be32(az->base + p + 1) == az->size - p - 5) {
             /*
              * JSON holds no raw 0x06, so the real vmdesc is the last
@@ -301,7 +279,7 @@ static bool walk_desc(V3 *v, json_object *desc, size_t *pos, int depth,
         if (!az_u8(az, pos, &marker, "a subsection marker 0x05")) {
             return false;
         }
-        if (marker != SEC_SUBSECTION) {
+        if (marker != MIG2_V3_SEC_SUBSECTION) {
             return az_fail(az, at, "expected subsection marker 0x05 for "
                            "\"%s\", got 0x%02x", want, marker);
         }
@@ -346,16 +324,16 @@ static bool footer_scan(V3 *v, size_t from, uint32_t id, size_t *end)
     size_t size = v->az->size, p = from;
 
     while (p + 5 <= size) {
-        const uint8_t *hit = memchr(b + p, SEC_FOOTER, size - 4 - p);
+        const uint8_t *hit = memchr(b + p, MIG2_V3_SEC_FOOTER, size - 4 - p);
 
         if (!hit) {
             break;
         }
         p = (size_t)(hit - b);
         if (az_be32(b + p + 1) == id &&
-            (p + 5 == size || b[p + 5] == SEC_EOF ||
-             (b[p + 5] >= SEC_START && b[p + 5] <= SEC_FULL) ||
-             b[p + 5] == SEC_COMMAND)) {
+            (p + 5 == size || b[p + 5] == MIG2_V3_SEC_EOF ||
+             (b[p + 5] >= MIG2_V3_SEC_START && b[p + 5] <= MIG2_V3_SEC_FULL) ||
+             b[p + 5] == MIG2_V3_SEC_COMMAND)) {
             *end = p;
             return true;
         }
@@ -422,7 +400,7 @@ static int ram_block(V3 *v, size_t *pos, uint32_t flags)
     uint8_t len;
     int b;
 
-    if (flags & RAM_CONTINUE) {
+    if (flags & MIG2_V3_RAM_CONTINUE) {
         if (v->last_block < 0) {
             az_fail(az, at - 8, "RAM page with CONTINUE before any block");
         }
@@ -475,15 +453,15 @@ static bool ram_section(V3 *v, size_t *pos, json_object *sec)
                 v->flags_seen |= 1u << bit;
             }
         }
-        kind = flags & ~(uint32_t)RAM_CONTINUE;
-        if ((flags & RAM_CONTINUE) &&
-            kind != RAM_ZERO && kind != RAM_PAGE && kind != RAM_XBZRLE &&
-            kind != RAM_COMPRESS_PAGE) {
+        kind = flags & ~(uint32_t)MIG2_V3_RAM_CONTINUE;
+        if ((flags & MIG2_V3_RAM_CONTINUE) &&
+            kind != MIG2_V3_RAM_ZERO && kind != MIG2_V3_RAM_PAGE && kind != MIG2_V3_RAM_XBZRLE &&
+            kind != MIG2_V3_RAM_COMPRESS_PAGE) {
             return az_fail(az, at, "RAM flags 0x%x: CONTINUE on a record "
                            "without a page", flags);
         }
-        if (kind == RAM_ZERO || kind == RAM_PAGE || kind == RAM_XBZRLE ||
-            kind == RAM_COMPRESS_PAGE) {
+        if (kind == MIG2_V3_RAM_ZERO || kind == MIG2_V3_RAM_PAGE || kind == MIG2_V3_RAM_XBZRLE ||
+            kind == MIG2_V3_RAM_COMPRESS_PAGE) {
             b = ram_block(v, pos, flags);
             if (b < 0) {
                 return false;
@@ -496,19 +474,19 @@ static bool ram_section(V3 *v, size_t *pos, json_object *sec)
             }
         }
         switch (kind) {
-        case RAM_MEM_SIZE:
+        case MIG2_V3_RAM_MEM_SIZE:
             if (!ram_mem_size(v, pos, addr, ram)) {
                 return false;
             }
             break;
-        case RAM_ZERO:
+        case MIG2_V3_RAM_ZERO:
             if (!az_u8(az, pos, &fill, "the fill byte of a zero page") ||
                 !az_page(az, b, addr, NULL, fill)) {
                 return false;
             }
             zero++;
             break;
-        case RAM_PAGE:
+        case MIG2_V3_RAM_PAGE:
             if (!az_need(az, *pos, v->page_size, "the data of a RAM page") ||
                 !az_page(az, b, addr, az->base + *pos, 0)) {
                 return false;
@@ -516,7 +494,7 @@ static bool ram_section(V3 *v, size_t *pos, json_object *sec)
             *pos += v->page_size;
             normal++;
             break;
-        case RAM_XBZRLE:
+        case MIG2_V3_RAM_XBZRLE:
             if (!az_u8(az, pos, &xflag, "the XBZRLE encoding flag") ||
                 !az_u16(az, pos, &xlen, "the XBZRLE data length")) {
                 return false;
@@ -532,7 +510,7 @@ static bool ram_section(V3 *v, size_t *pos, json_object *sec)
             az_page_other(az, b);
             other++;
             break;
-        case RAM_COMPRESS_PAGE:
+        case MIG2_V3_RAM_COMPRESS_PAGE:
             if (!az_u32(az, pos, &clen, "the compressed page length") ||
                 !az_need(az, *pos, clen, "compressed page data")) {
                 return false;
@@ -541,14 +519,14 @@ static bool ram_section(V3 *v, size_t *pos, json_object *sec)
             az_page_other(az, b);
             other++;
             break;
-        case RAM_EOS:
+        case MIG2_V3_RAM_EOS:
             az_juint(ram, "normal_pages", normal);
             az_juint(ram, "zero_pages", zero);
             az_juint(ram, "other_pages", other);
             return true;
-        case RAM_MULTIFD_FLUSH:
+        case MIG2_V3_RAM_MULTIFD_FLUSH:
             break;
-        case RAM_HOOK:
+        case MIG2_V3_RAM_HOOK:
             return az_fail(az, at, "RAM_SAVE_FLAG_HOOK (RDMA) records cannot "
                            "be parsed from a file");
         default:
@@ -660,7 +638,7 @@ static bool configuration(V3 *v, size_t *pos)
     *pos += len;
     subs = az_jarray(cfg, "subsections");
     /* Subsections follow while the next byte is 0x05, never a section. */
-    while (*pos < az->size && az->base[*pos] == SEC_SUBSECTION) {
+    while (*pos < az->size && az->base[*pos] == MIG2_V3_SEC_SUBSECTION) {
         if (!config_subsection(v, pos, subs)) {
             return false;
         }
@@ -798,8 +776,8 @@ static V3Sec *add_sec(V3 *v, uint32_t id, const char *idstr, size_t len)
 static bool section(V3 *v, size_t *pos, uint8_t type)
 {
     static const char *const type_names[] = {
-        [SEC_START] = "START", [SEC_PART] = "PART", [SEC_END] = "END",
-        [SEC_FULL] = "FULL",
+        [MIG2_V3_SEC_START] = "START", [MIG2_V3_SEC_PART] = "PART", [MIG2_V3_SEC_END] = "END",
+        [MIG2_V3_SEC_FULL] = "FULL",
     };
     Az *az = v->az;
     json_object *o = json_object_new_object();
@@ -818,7 +796,7 @@ static bool section(V3 *v, size_t *pos, uint8_t type)
         return false;
     }
     az_juint(o, "section_id", id);
-    if (type == SEC_START || type == SEC_FULL) {
+    if (type == MIG2_V3_SEC_START || type == MIG2_V3_SEC_FULL) {
         if (!az_u8(az, pos, &len, "the section idstr length") ||
             !az_need(az, *pos, len, "the section idstr")) {
             return false;
@@ -851,7 +829,7 @@ static bool section(V3 *v, size_t *pos, uint8_t type)
     data = *pos;
     az_juint(o, "data_offset", data);
     if (s->ram) {
-        if (version != 4 && type == SEC_START) {
+        if (version != 4 && type == MIG2_V3_SEC_START) {
             return az_fail(az, at, "RAM section version %u, expected 4",
                            version);
         }
@@ -859,7 +837,7 @@ static bool section(V3 *v, size_t *pos, uint8_t type)
         if (!ram_section(v, pos, o)) {
             return false;
         }
-    } else if (desc && type == SEC_FULL) {
+    } else if (desc && type == MIG2_V3_SEC_FULL) {
         json_object *subs = az_jarray(o, "subsections");
 
         az_jstr(o, "size_from", "vmdesc");
@@ -889,7 +867,7 @@ static bool section(V3 *v, size_t *pos, uint8_t type)
     az_juint(o, "size", *pos - data);
 
     if (v->footers < 0) {
-        v->footers = *pos < az->size && az->base[*pos] == SEC_FOOTER;
+        v->footers = *pos < az->size && az->base[*pos] == MIG2_V3_SEC_FOOTER;
     }
     if (v->footers) {
         size_t fat = *pos;
@@ -897,7 +875,7 @@ static bool section(V3 *v, size_t *pos, uint8_t type)
         if (!az_u8(az, pos, &footer, "the section footer 0x7e")) {
             return false;
         }
-        if (footer != SEC_FOOTER) {
+        if (footer != MIG2_V3_SEC_FOOTER) {
             return az_fail(az, fat, "expected section footer 0x7e, got 0x%02x",
                            footer);
         }
@@ -928,7 +906,7 @@ static bool eof_vmdesc(V3 *v, size_t *pos)
     if (!az_u8(az, pos, &t, "the vmdesc (0x06) after EOF")) {
         return false;
     }
-    if (t != SEC_VMDESC) {
+    if (t != MIG2_V3_SEC_VMDESC) {
         return az_fail(az, at, "expected the vmdesc 0x06 after EOF, got 0x%02x",
                        t);
     }
@@ -977,7 +955,7 @@ bool az_parse_v3(Az *az)
     locate_vmdesc(&v);
     ok = index_vmdesc(&v);
     v.sections = json_object_new_array();
-    if (ok && pos < az->size && az->base[pos] == SEC_CONFIGURATION) {
+    if (ok && pos < az->size && az->base[pos] == MIG2_V3_SEC_CONFIGURATION) {
         ok = configuration(&v, &pos);
     }
     json_object_object_add(az->root, "sections", v.sections);
@@ -990,24 +968,24 @@ bool az_parse_v3(Az *az)
         }
         pos--;
         switch (t) {
-        case SEC_EOF:
+        case MIG2_V3_SEC_EOF:
             ok = eof_vmdesc(&v, &pos);
             done = true;
             break;
-        case SEC_START:
-        case SEC_PART:
-        case SEC_END:
-        case SEC_FULL:
+        case MIG2_V3_SEC_START:
+        case MIG2_V3_SEC_PART:
+        case MIG2_V3_SEC_END:
+        case MIG2_V3_SEC_FULL:
             ok = section(&v, &pos, t);
             break;
-        case SEC_COMMAND:
+        case MIG2_V3_SEC_COMMAND:
             ok = command(&v, &pos);
             break;
-        case SEC_FOOTER:
+        case MIG2_V3_SEC_FOOTER:
             ok = az_fail(az, pos, "section footer 0x7e where a section was "
                          "expected");
             break;
-        case SEC_CONFIGURATION:
+        case MIG2_V3_SEC_CONFIGURATION:
             ok = az_fail(az, pos, "a second CONFIGURATION section");
             break;
         default:

@@ -19,28 +19,6 @@
 
 #include "migration_int.h"
 
-enum {
-    SEC_EOF = 0x00,
-    SEC_START = 0x01,
-    SEC_PART = 0x02,
-    SEC_END = 0x03,
-    SEC_FULL = 0x04,
-    SEC_SUBSECTION = 0x05,
-    SEC_VMDESC = 0x06,
-    SEC_CONFIGURATION = 0x07,
-    SEC_COMMAND = 0x08,
-    SEC_FOOTER = 0x7e,
-};
-
-enum {
-    RAM_ZERO = 0x02,
-    RAM_MEM_SIZE = 0x04,
-    RAM_PAGE = 0x08,
-    RAM_EOS = 0x10,
-    RAM_CONTINUE = 0x20,
-    RAM_XBZRLE = 0x40,
-    RAM_MULTIFD_FLUSH = 0x200,
-};
 
 #define RAM_SECTION_ID 2u       /* as QEMU 7.2 numbers it for -M pc/none */
 #define RAM_VERSION 4u
@@ -102,13 +80,13 @@ static void section_continue(Mig2Writer *w, uint8_t type, uint32_t id)
 
 static void footer(Mig2Writer *w, uint32_t id)
 {
-    mig2_wr_u8(w, SEC_FOOTER);
+    mig2_wr_u8(w, MIG2_V3_SEC_FOOTER);
     mig2_wr_u32(w, id);
 }
 
 typedef struct V3Round {
     Out *o;
-    uint8_t section;        /* SEC_PART for rounds, SEC_END for the last */
+    uint8_t section;        /* MIG2_V3_SEC_PART for rounds, MIG2_V3_SEC_END for the last */
 } V3Round;
 
 /* One PART section carrying the pages of @bitmap. */
@@ -133,11 +111,11 @@ static bool v3_round(Migration *m, Chan *c, const uint64_t *bitmap,
             uint64_t pg = wi * 64 + (uint64_t)__builtin_ctzll(bits);
             const uint8_t *host = vm->ram.host + pg * RAM_PAGE_SIZE;
             bool zero = ram_is_zero(host, RAM_PAGE_SIZE);
-            uint64_t flags = zero ? RAM_ZERO : RAM_PAGE;
+            uint64_t flags = zero ? MIG2_V3_RAM_ZERO : MIG2_V3_RAM_PAGE;
 
             bits &= bits - 1;
             mig2_wr_u64(&o->w, pg * RAM_PAGE_SIZE | flags |
-                               (first ? 0 : RAM_CONTINUE));
+                               (first ? 0 : MIG2_V3_RAM_CONTINUE));
             if (first) {
                 put_idstr(&o->w, vm->ram.name);
                 first = false;
@@ -166,7 +144,7 @@ static bool v3_round(Migration *m, Chan *c, const uint64_t *bitmap,
             }
         }
     }
-    mig2_wr_u64(&o->w, RAM_EOS);
+    mig2_wr_u64(&o->w, MIG2_V3_RAM_EOS);
     footer(&o->w, RAM_SECTION_ID);
     if (!out_flush(o)) {
         *errp = strdup(o->err);
@@ -185,7 +163,7 @@ bool mig_v3_source(Migration *m, Chan *c, char **errp)
 {
     Vm *vm = m->vm;
     Out o = { .c = c };
-    V3Round r = { .o = &o, .section = SEC_PART };
+    V3Round r = { .o = &o, .section = MIG2_V3_SEC_PART };
     json_object *vmdesc, *devs;
     const char *js;
     uint64_t pages = 0, *bitmap;
@@ -195,18 +173,18 @@ bool mig_v3_source(Migration *m, Chan *c, char **errp)
     mig2_wr_init(&o.w, 64u << 20);
     mig2_wr_u32(&o.w, MIG2_MAGIC);
     mig2_wr_u32(&o.w, MIG2_STREAM_V3);
-    mig2_wr_u8(&o.w, SEC_CONFIGURATION);
+    mig2_wr_u8(&o.w, MIG2_V3_SEC_CONFIGURATION);
     mig2_wr_u32(&o.w, (uint32_t)strlen(vm->machine->name));
     mig2_wr_bytes(&o.w, vm->machine->name, strlen(vm->machine->name));
 
     /* RAM START: the block list, then EOS. */
-    section_header(&o.w, SEC_START, RAM_SECTION_ID, "ram", 0, RAM_VERSION);
-    mig2_wr_u64(&o.w, (vm->ram.host ? vm->ram.size : 0) | RAM_MEM_SIZE);
+    section_header(&o.w, MIG2_V3_SEC_START, RAM_SECTION_ID, "ram", 0, RAM_VERSION);
+    mig2_wr_u64(&o.w, (vm->ram.host ? vm->ram.size : 0) | MIG2_V3_RAM_MEM_SIZE);
     if (vm->ram.host) {
         put_idstr(&o.w, vm->ram.name);
         mig2_wr_u64(&o.w, vm->ram.size);
     }
-    mig2_wr_u64(&o.w, RAM_EOS);
+    mig2_wr_u64(&o.w, MIG2_V3_RAM_EOS);
     footer(&o.w, RAM_SECTION_ID);
     if (!out_flush(&o)) {
         *errp = o.err;
@@ -238,7 +216,7 @@ bool mig_v3_source(Migration *m, Chan *c, char **errp)
     if (vm->ram.host) {
         ram_take_dirty(&vm->ram, bitmap);
     }
-    r.section = SEC_END;
+    r.section = MIG2_V3_SEC_END;
     ok = v3_round(m, c, bitmap, 0, &pages, &r, errp);
     free(bitmap);
     if (!ok) {
@@ -256,17 +234,17 @@ bool mig_v3_source(Migration *m, Chan *c, char **errp)
         const DeviceState *d = vm->devs[i];
         uint32_t id = device_section_id(i);
 
-        section_header(&o.w, SEC_FULL, id, d->id, d->instance, d->save_max);
+        section_header(&o.w, MIG2_V3_SEC_FULL, id, d->id, d->instance, d->save_max);
         device_save_vmstate(d, d->save_max, &o.w);
         footer(&o.w, id);
         json_object_array_add(devs, device_vmdesc(d, d->save_max));
     }
     pthread_mutex_unlock(&vm->lock);
     json_object_object_add(vmdesc, "devices", devs);
-    mig2_wr_u8(&o.w, SEC_EOF);
+    mig2_wr_u8(&o.w, MIG2_V3_SEC_EOF);
     js = json_object_to_json_string_ext(vmdesc, JSON_C_TO_STRING_PLAIN |
                                                     JSON_C_TO_STRING_NOSLASHESCAPE);
-    mig2_wr_u8(&o.w, SEC_VMDESC);
+    mig2_wr_u8(&o.w, MIG2_V3_SEC_VMDESC);
     mig2_wr_u32(&o.w, (uint32_t)strlen(js));
     mig2_wr_bytes(&o.w, js, strlen(js));
     json_object_put(vmdesc);
@@ -363,7 +341,7 @@ static bool load_ram(Migration *m, In *in, uint64_t *pages)
         }
         flags = v & (RAM_PAGE_SIZE - 1);
         addr = v & ~(uint64_t)(RAM_PAGE_SIZE - 1);
-        if (flags & RAM_MEM_SIZE) {
+        if (flags & MIG2_V3_RAM_MEM_SIZE) {
             uint64_t total = addr, seen = 0;
 
             while (seen < total) {
@@ -389,13 +367,13 @@ static bool load_ram(Migration *m, In *in, uint64_t *pages)
             }
             continue;
         }
-        if (flags & RAM_EOS) {
+        if (flags & MIG2_V3_RAM_EOS) {
             return true;
         }
-        if (flags & (RAM_ZERO | RAM_PAGE)) {
+        if (flags & (MIG2_V3_RAM_ZERO | MIG2_V3_RAM_PAGE)) {
             uint8_t *host;
 
-            if (!(flags & RAM_CONTINUE)) {
+            if (!(flags & MIG2_V3_RAM_CONTINUE)) {
                 if (!in_idstr(in, name)) {
                     return false;
                 }
@@ -413,7 +391,7 @@ static bool load_ram(Migration *m, In *in, uint64_t *pages)
                                          "block %s", addr, vm->ram.name));
             }
             host = vm->ram.host + addr;
-            if (flags & RAM_ZERO) {
+            if (flags & MIG2_V3_RAM_ZERO) {
                 uint8_t ch;
 
                 if (!in_u8(in, &ch)) {
@@ -431,7 +409,7 @@ static bool load_ram(Migration *m, In *in, uint64_t *pages)
                 ram_note_written(&vm->ram, addr);
             }
             pthread_mutex_lock(&m->lock);
-            if (flags & RAM_ZERO) {
+            if (flags & MIG2_V3_RAM_ZERO) {
                 m->stats.duplicate++;
             } else {
                 m->stats.normal++;
@@ -440,7 +418,7 @@ static bool load_ram(Migration *m, In *in, uint64_t *pages)
             (*pages)++;
             continue;
         }
-        if (flags & RAM_MULTIFD_FLUSH) {
+        if (flags & MIG2_V3_RAM_MULTIFD_FLUSH) {
             continue;
         }
         return fail(in, mig_strf("Unknown combination of migration flags: "
@@ -456,7 +434,7 @@ static bool check_footer(In *in, uint32_t id, const char *what)
     if (!in_u8(in, &t)) {
         return false;
     }
-    if (t != SEC_FOOTER || !in_u32(in, &fid) || fid != id) {
+    if (t != MIG2_V3_SEC_FOOTER || !in_u32(in, &fid) || fid != id) {
         if (*in->errp) {
             return false;
         }
@@ -572,13 +550,13 @@ bool mig_v3_destination(Migration *m, Chan *c, char **errp)
             return false;
         }
         switch (type) {
-        case SEC_CONFIGURATION:
+        case MIG2_V3_SEC_CONFIGURATION:
             if (!load_configuration(m, &in)) {
                 return false;
             }
             break;
-        case SEC_START:
-        case SEC_FULL:
+        case MIG2_V3_SEC_START:
+        case MIG2_V3_SEC_FULL:
             if (!in_u32(&in, &id) || !in_idstr(&in, idstr) ||
                 !in_u32(&in, &instance) || !in_u32(&in, &version)) {
                 return false;
@@ -603,8 +581,8 @@ bool mig_v3_destination(Migration *m, Chan *c, char **errp)
                 return false;
             }
             break;
-        case SEC_PART:
-        case SEC_END:
+        case MIG2_V3_SEC_PART:
+        case MIG2_V3_SEC_END:
             if (!in_u32(&in, &id)) {
                 return false;
             }
@@ -614,11 +592,11 @@ bool mig_v3_destination(Migration *m, Chan *c, char **errp)
             if (!load_ram(m, &in, &pages) || !check_footer(&in, id, "ram")) {
                 return false;
             }
-            if (type == SEC_END) {
+            if (type == MIG2_V3_SEC_END) {
                 mig_set_status(m, MIG_STATUS_DEVICE);
             }
             break;
-        case SEC_COMMAND: {
+        case MIG2_V3_SEC_COMMAND: {
             uint8_t hdr[4], skip[256];
             size_t left;
 
@@ -636,7 +614,7 @@ bool mig_v3_destination(Migration *m, Chan *c, char **errp)
             }
             break;
         }
-        case SEC_EOF:
+        case MIG2_V3_SEC_EOF:
             pthread_mutex_lock(&m->lock);
             m->stats.transferred = c->bytes_in;
             pthread_mutex_unlock(&m->lock);

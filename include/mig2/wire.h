@@ -20,6 +20,36 @@ extern "C" {
 #define MIG2_STREAM_V4          4U              /* v2 protocol: handshake */
 #define MIG2_PREAMBLE_LEN       8U
 
+/*
+ * The legacy v3 stream (QEMU's format, facts from QEMU 7.2): section
+ * types, and the flags in the low bits of each RAM record's be64 address.
+ * mig2-vm writes and loads it, mig2-analyze reads it.
+ */
+enum {
+    MIG2_V3_SEC_EOF = 0x00,
+    MIG2_V3_SEC_START = 0x01,
+    MIG2_V3_SEC_PART = 0x02,
+    MIG2_V3_SEC_END = 0x03,
+    MIG2_V3_SEC_FULL = 0x04,
+    MIG2_V3_SEC_SUBSECTION = 0x05,
+    MIG2_V3_SEC_VMDESC = 0x06,
+    MIG2_V3_SEC_CONFIGURATION = 0x07,
+    MIG2_V3_SEC_COMMAND = 0x08,
+    MIG2_V3_SEC_FOOTER = 0x7e,
+};
+
+enum {
+    MIG2_V3_RAM_ZERO = 0x02,
+    MIG2_V3_RAM_MEM_SIZE = 0x04,
+    MIG2_V3_RAM_PAGE = 0x08,
+    MIG2_V3_RAM_EOS = 0x10,
+    MIG2_V3_RAM_CONTINUE = 0x20,
+    MIG2_V3_RAM_XBZRLE = 0x40,
+    MIG2_V3_RAM_HOOK = 0x80,
+    MIG2_V3_RAM_COMPRESS_PAGE = 0x100,
+    MIG2_V3_RAM_MULTIFD_FLUSH = 0x200,
+};
+
 /* Protocol revisions this library implements. */
 #define MIG2_REVISION_MIN       1U
 #define MIG2_REVISION_MAX       2U
