@@ -1545,36 +1545,51 @@ static void digest_tap(void *opaque, const void *p, size_t n)
 }
 
 /*
+ * A one-way engine for this VM as writer (@source) or reader, and the
+ * DIGEST over every byte @c carries from now on.
+ */
+static bool oneway_begin(Migration *m, Chan *c, bool source, Mig2Engine **e,
+                         Mig2Digest **d, char **errp)
+{
+    Mig2EngineOptions opts = { .oneway = true };
+    Mig2Profile *p = mig_build_profile(m, source, errp);
+    int rc;
+
+    if (!p) {
+        return false;
+    }
+    *e = mig2_engine_new(source ? MIG2_ROLE_SOURCE : MIG2_ROLE_DESTINATION,
+                         p, &opts, &rc);
+    mig2_profile_free(p);
+    *d = *e ? mig2_digest_new(&rc) : NULL;
+    if (!*d) {
+        mig2_engine_free(*e);
+        *errp = mig_strf("cannot %s the one-way stream: %s",
+                         source ? "start" : "read", mig2_strerror(rc));
+        return false;
+    }
+    c->tap = digest_tap;
+    c->tap_opaque = *d;
+    return true;
+}
+
+/*
  * Writer: the head the engine states (preamble, MANIFEST, FINISHED), the
  * data phase as a live source would send it without a return path, and
  * DIGEST over all of it.  Nothing is read back.
  */
 bool mig_oneway_source(Migration *m, Chan *c, char **errp)
 {
-    Mig2EngineOptions opts = { .oneway = true };
-    Mig2Profile *p = mig_build_profile(m, true, errp);
     Mig2Digest *d;
     Mig2Engine *e;
     uint8_t value[MIG2_HASH_LEN];
     uint8_t frame[MIG2_FRAME_HEADER_LEN + MIG2_HASH_LEN];
     Mig2Writer w;
     bool ok;
-    int rc;
 
-    if (!p) {
+    if (!oneway_begin(m, c, true, &e, &d, errp)) {
         return false;
     }
-    e = mig2_engine_new(MIG2_ROLE_SOURCE, p, &opts, &rc);
-    mig2_profile_free(p);
-    d = e ? mig2_digest_new(&rc) : NULL;
-    if (!d) {
-        mig2_engine_free(e);
-        *errp = mig_strf("cannot start the one-way stream: %s",
-                         mig2_strerror(rc));
-        return false;
-    }
-    c->tap = digest_tap;
-    c->tap_opaque = d;
     publish_handshake(m, e);
     ok = flush_engine(c, e, errp);
     if (ok) {
@@ -2112,28 +2127,14 @@ bool mig_v2_destination(Migration *m, Chan *c, char **errp)
  */
 bool mig_oneway_destination(Migration *m, Chan *c, char **errp)
 {
-    Mig2EngineOptions opts = { .oneway = true };
-    Mig2Profile *p = mig_build_profile(m, false, errp);
     Mig2Engine *e;
     Mig2Digest *d;
     bool ok;
-    int rc;
 
-    if (!p) {
-        return false;
-    }
-    e = mig2_engine_new(MIG2_ROLE_DESTINATION, p, &opts, &rc);
-    mig2_profile_free(p);
-    d = e ? mig2_digest_new(&rc) : NULL;
-    if (!d) {
-        mig2_engine_free(e);
-        *errp = mig_strf("cannot read the one-way stream: %s",
-                         mig2_strerror(rc));
-        return false;
-    }
     /* Every byte from the preamble on: the engine consumes it from here. */
-    c->tap = digest_tap;
-    c->tap_opaque = d;
+    if (!oneway_begin(m, c, false, &e, &d, errp)) {
+        return false;
+    }
     ok = mig_run_handshake(m, c, e, errp);
     if (ok) {
         mig_apply_final_config(m, e);
