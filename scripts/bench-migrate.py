@@ -240,9 +240,9 @@ class Qmp:
 
 
 def proc_cpu(pid):
-    """User and system CPU seconds, minor faults and, from /proc/PID/io,
-    read()/write() syscall counts of @pid (recvmsg/sendmsg are not
-    counted there), or None."""
+    """User and system CPU seconds, minor and major faults and, from
+    /proc/PID/io, bytes read from storage and read()/write() syscall
+    counts of @pid (recvmsg/sendmsg are not counted there), or None."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -251,12 +251,12 @@ def proc_cpu(pid):
     tck = os.sysconf("SC_CLK_TCK")
     # After the ")": state is field 3, minflt 10, utime 14, stime 15.
     r = {"user": int(fields[11]) / tck, "sys": int(fields[12]) / tck,
-         "minflt": int(fields[7])}
+         "minflt": int(fields[7]), "majflt": int(fields[9])}
     try:
         with open("/proc/%d/io" % pid) as f:
             for line in f:
                 k, v = line.split(":")
-                if k in ("syscr", "syscw"):
+                if k in ("syscr", "syscw", "read_bytes"):
                     r[k] = int(v)
     except (OSError, ValueError):
         pass
