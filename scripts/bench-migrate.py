@@ -685,8 +685,15 @@ class Bench:
             grace = 3.0         # let them exit on their own
             ram = info.get("ram", {})
             total = info.get("total-time") or 0
+            note = None
+            if not total:
+                # Seen once: a completed QEMU 7.2 reported no total-time.
+                # The polled wall time (20 ms steps) stands in for it.
+                total = int(round(src_done * 1000))
+                note = "no total-time from QEMU; polled wall time used"
             return {
                 "total_ms": total,
+                "note": note,
                 "setup_ms": info.get("setup-time"),
                 "downtime_ms": info.get("downtime"),
                 "gib_s": (o.size / GiB) / (total / 1000.0) if total else None,
