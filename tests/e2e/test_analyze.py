@@ -16,13 +16,11 @@ import os
 import random
 import re
 import shutil
-import socket
 import struct
 import subprocess
-import threading
 import unittest
 
-from vmlib import (FINAL_STATUSES, ROOT, MiB, PAGE, VmTestCase,
+from vmlib import (FINAL_STATUSES, ROOT, MiB, PAGE, TcpRelay, VmTestCase,
                    handshake_channels, handshake_info, make_memory_file,
                    scaled, wait_migration)
 from test_qemu import QEMU, Qemu, qemu_wait_migration
@@ -75,73 +73,21 @@ def trailing_vmdesc(path):
     raise AssertionError('no vmdesc at the end of %s' % path)
 
 
-class Relay:
-    """A TCP relay to 127.0.0.1:@port that writes what the first client
-    sends (a source's main channel) to @path.  Later connections (extra
-    channels) are relayed untouched.  close() ends every socket."""
+def tee_main_channel(path):
+    """A TcpRelay watch that writes what the first client sends (a
+    source's main channel) to @path; extra channels pass untouched."""
+    def watch(index, to_target):
+        if index != 0 or not to_target:
+            return None
+        f = open(path, 'wb')
 
-    def __init__(self, port, path):
-        self.dst = port
-        self.path = path
-        self.socks = []
-        self.threads = []
-        self.lock = threading.Lock()
-        self.ls = socket.socket()
-        self.ls.bind(('127.0.0.1', 0))
-        self.ls.listen(16)
-        self.port = self.ls.getsockname()[1]
-        self._spawn(self._accept)
-
-    def _spawn(self, fn, *args):
-        t = threading.Thread(target=fn, args=args, daemon=True)
-        self.threads.append(t)
-        t.start()
-
-    def _accept(self):
-        first = True
-        while True:
-            try:
-                c, _ = self.ls.accept()
-                s = socket.create_connection(('127.0.0.1', self.dst))
-            except OSError:
-                return
-            with self.lock:
-                self.socks += [c, s]
-            tee = open(self.path, 'wb') if first else None
-            first = False
-            self._spawn(self._pump, c, s, tee)
-            self._spawn(self._pump, s, c, None)
-
-    @staticmethod
-    def _pump(a, b, tee):
-        try:
-            while True:
-                try:
-                    d = a.recv(1 << 16)
-                except OSError:
-                    d = b''
-                if not d:
-                    try:
-                        b.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-                    return
-                if tee:
-                    tee.write(d)
-                b.sendall(d)
-        except OSError:
-            pass
-        finally:
-            if tee:
-                tee.close()
-
-    def close(self):
-        self.ls.close()
-        with self.lock:
-            for s in self.socks:
-                s.close()
-        for t in self.threads:
-            t.join(scaled(5))
+        def feed(data):
+            if data:
+                f.write(data)
+            else:
+                f.close()
+        return feed
+    return watch
 
 
 class AnalyzeTestCase(VmTestCase):
@@ -467,7 +413,7 @@ class Mig2StreamTest(AnalyzeTestCase):
                                seed=9)
         dst, addr = self.incoming('dst', '--memory', '8M', *vm_args)
         cap = os.path.join(self.tmp, 'v4.mig')
-        relay = Relay(addr['port'], cap)
+        relay = TcpRelay(addr['port'], tee_main_channel(cap))
         self.addCleanup(relay.close)
         src = self.vm('src', '--memory', '8M', '--memory-file', mem, '-S',
                       *vm_args)

@@ -15,13 +15,13 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
 import unittest
 
-from vmlib import (FINAL_STATUSES, MiB, VmTestCase, capability, config_entry,
-                   handshake_info, make_memory_file, migrate_args, scaled,
-                   tcp_addr, wait_migration, wait_transferred)
+from vmlib import (FINAL_STATUSES, MiB, TcpRelay, VmTestCase, capability,
+                   config_entry, handshake_info, make_memory_file,
+                   migrate_args, scaled, tcp_addr, wait_migration,
+                   wait_transferred)
 
 RAM = 64 * MiB
 WORKLOAD = ('--workload', 'dirty-rate=2000')
@@ -126,78 +126,25 @@ def talk(host, port, data, half_close=True):
         s.close()
 
 
-class Recorder:
+class Recorder(TcpRelay):
     """A TCP proxy in front of a destination that keeps the first bytes of
     every connection a source opens through it: the channel headers of a
     real session, to replay later."""
 
     def __init__(self, target_port):
-        self.target = ('127.0.0.1', target_port)
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.bind(('127.0.0.1', 0))
-        self.ls.listen(16)
-        self.ls.settimeout(0.1)
-        self.port = self.ls.getsockname()[1]
         self.heads = []
-        self.socks = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
+        super().__init__(target_port, self._watch)
 
-    def _accept(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            c.settimeout(None)
-            try:
-                u = socket.create_connection(self.target)
-            except OSError:
-                c.close()
-                continue
-            rec = bytearray()
-            self.heads.append(rec)
-            self.socks += [c, u]
-            for a, b, r in ((c, u, rec), (u, c, None)):
-                t = threading.Thread(target=self._pump, args=(a, b, r),
-                                     daemon=True)
-                t.start()
-                self.threads.append(t)
+    def _watch(self, index, to_target):
+        if not to_target:
+            return None
+        rec = bytearray()
+        self.heads.append(rec)
 
-    @staticmethod
-    def _pump(a, b, rec):
-        while True:
-            try:
-                data = a.recv(262144)
-            except OSError:
-                break
-            if not data:
-                break
-            if rec is not None and len(rec) < 512:
-                rec += data[:512 - len(rec)]
-            try:
-                b.sendall(data)
-            except OSError:
-                break
-        try:
-            b.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self):
-        self.stop.set()
-        self.ls.close()
-        for s in self.socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-        for t in self.threads:
-            t.join(5)
+        def feed(data):
+            if len(rec) < 512:
+                rec.extend(data[:512 - len(rec)])
+        return feed
 
     def channel_headers(self):
         """The whole channel headers that went through, in arrival order."""

@@ -20,11 +20,10 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
-from vmlib import (FINAL_STATUSES, MIG2_VM, MiB, QmpError, VmTestCase,
+from vmlib import (FINAL_STATUSES, MIG2_VM, MiB, QmpError, TcpRelay, VmTestCase,
                    _die_with_parent, capability,
                    channels, config_entry, handshake_info, make_memory_file,
                    migrate_args, scaled, tcp_addr, unix_addr,
@@ -150,76 +149,18 @@ class Stream:
                 self.records = self.records[:2] + self.records[-6:]
 
 
-class TlsWatcher:
+class TlsWatcher(TcpRelay):
     """TCP proxy in front of a destination; every connection's two
     directions are recorded as Streams."""
 
     def __init__(self, target_port):
-        self.target = ('127.0.0.1', target_port)
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.bind(('127.0.0.1', 0))
-        self.ls.listen(16)
-        self.ls.settimeout(0.1)
-        self.port = self.ls.getsockname()[1]
         self.conns = []             # [(to_dst Stream, to_src Stream)]
-        self.socks = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
+        super().__init__(target_port, self._watch)
 
-    def _accept(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            c.settimeout(None)
-            try:
-                u = socket.create_connection(self.target)
-            except OSError:
-                c.close()
-                continue
-            up, down = Stream(), Stream()
-            self.conns.append((up, down))
-            self.socks += [c, u]
-            for a, b, st in ((c, u, up), (u, c, down)):
-                t = threading.Thread(target=self._pump, args=(a, b, st),
-                                     daemon=True)
-                t.start()
-                self.threads.append(t)
-
-    @staticmethod
-    def _pump(a, b, st):
-        while True:
-            try:
-                data = a.recv(262144)
-            except OSError:
-                break
-            if not data:
-                break
-            st.feed(data)
-            try:
-                b.sendall(data)
-            except OSError:
-                break
-        try:
-            b.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self):
-        self.stop.set()
-        self.ls.close()
-        for s in self.socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-        for t in self.threads:
-            t.join(5)
+    def _watch(self, index, to_target):
+        if to_target:
+            self.conns.append((Stream(), Stream()))
+        return self.conns[index][0 if to_target else 1].feed
 
 
 # ---- test cases ---------------------------------------------------------

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -210,6 +211,88 @@ def free_tcp_port():
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+class TcpRelay:
+    """A TCP relay on 127.0.0.1 (listening on .port) in front of
+    127.0.0.1:@target_port: each client gets its own connection to the
+    target and two threads pump the bytes.  @watch(index, to_target), called
+    for both directions of the index-th connection as it is accepted, may
+    return a function that sees every chunk of that direction, then b''
+    at its end.  close() ends every socket and joins every thread."""
+
+    def __init__(self, target_port, watch=None):
+        self.target = ('127.0.0.1', int(target_port))
+        self.watch = watch
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(16)
+        self.ls.settimeout(0.1)
+        self.port = self.ls.getsockname()[1]
+        self.socks = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        index = 0
+        while not self.stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            try:
+                u = socket.create_connection(self.target)
+            except OSError:
+                c.close()
+                continue
+            self.socks += [c, u]
+            for a, b, up in ((c, u, True), (u, c, False)):
+                feed = self.watch(index, up) if self.watch else None
+                t = threading.Thread(target=self._pump, args=(a, b, feed),
+                                     daemon=True)
+                t.start()
+                self.threads.append(t)
+            index += 1
+
+    @staticmethod
+    def _pump(a, b, feed):
+        try:
+            while True:
+                try:
+                    data = a.recv(262144)
+                except OSError:
+                    break
+                if not data:
+                    break
+                if feed:
+                    feed(data)
+                try:
+                    b.sendall(data)
+                except OSError:
+                    break
+            try:
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        finally:
+            if feed:
+                feed(b'')
+
+    def close(self):
+        self.stop.set()
+        self.ls.close()
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for t in self.threads:
+            t.join(5)
 
 
 def tcp_addr(host, port):
