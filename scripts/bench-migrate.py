@@ -392,6 +392,34 @@ def wait_migration(qmp, proc_src, proc_dst, dst_qmp, port, timeout,
     return info, src_done, dst_done, max_conns
 
 
+def run_record(size, info, total, conns, src_done, dst_done, cpu0, cpu1,
+               pt, other, quiet):
+    """What a mig2 or QEMU run reports alike: @info is the source's final
+    query-migrate, @total its total time in ms (0: unknown)."""
+    ram = info.get("ram", {})
+    return {
+        "total_ms": total,
+        "setup_ms": info.get("setup-time"),
+        "downtime_ms": info.get("downtime"),
+        "gib_s": (size / GiB) / (total / 1000.0) if total else None,
+        "mbps": ram.get("mbps"),
+        "transferred": ram.get("transferred"),
+        "normal": ram.get("normal"),
+        "duplicate": ram.get("duplicate"),
+        "dirty_sync_count": ram.get("dirty-sync-count"),
+        "multifd_bytes": ram.get("multifd-bytes", info.get("multifd-bytes")),
+        "connections": conns,
+        "src_done_s": round(src_done, 4),
+        "dst_done_s": round(dst_done, 4),
+        "cpu_src": cpu_delta(cpu0[0], cpu1[0]),
+        "cpu_dst": cpu_delta(cpu0[1], cpu1[1]),
+        "pretouch_s": round(pt, 3),
+        "other_cpu_s": other,
+        "quiet_wait_s": round(quiet[0], 2),
+        "busy_before": round(quiet[1], 3),
+    }
+
+
 # --------------------------------------------------------------------------
 # The three kinds of run
 
@@ -589,36 +617,18 @@ class Bench:
                 except (QmpError, BenchError):
                     pass
             grace = 3.0         # let them exit on their own
-            ram = info.get("ram", {})
             total = info.get("total-time") or 0
             if channels is not None and neg.get("multifd") is False:
                 note.append("multifd not negotiated")
-            return {
-                "total_ms": total,
-                "setup_ms": info.get("setup-time"),
-                "downtime_ms": info.get("downtime"),
-                "gib_s": (o.size / GiB) / (total / 1000.0) if total else None,
-                "mbps": ram.get("mbps"),
-                "transferred": ram.get("transferred"),
-                "normal": ram.get("normal"),
-                "duplicate": ram.get("duplicate"),
-                "dirty_sync_count": ram.get("dirty-sync-count"),
-                "multifd_bytes": ram.get("multifd-bytes",
-                                         info.get("multifd-bytes")),
+            r = run_record(o.size, info, total, conns, src_done, dst_done,
+                           cpu0, cpu1, pt, other, quiet)
+            r.update({
                 "round_trips": hs.get("round-trips"),
                 "negotiated": neg,
-                "connections": conns,
-                "src_done_s": round(src_done, 4),
-                "dst_done_s": round(dst_done, 4),
-                "cpu_src": cpu_delta(cpu0[0], cpu1[0]),
-                "cpu_dst": cpu_delta(cpu0[1], cpu1[1]),
                 "digest": sd.get("digest"),
                 "note": "; ".join(note),
-                "pretouch_s": round(pt, 3),
-                "other_cpu_s": other,
-                "quiet_wait_s": round(quiet[0], 2),
-                "busy_before": round(quiet[1], 3),
-            }
+            })
+            return r
         finally:
             for q in qmps:
                 q.close()
@@ -683,7 +693,6 @@ class Bench:
                 except (QmpError, BenchError):
                     pass
             grace = 3.0         # let them exit on their own
-            ram = info.get("ram", {})
             total = info.get("total-time") or 0
             note = None
             if not total:
@@ -691,28 +700,10 @@ class Bench:
                 # The polled wall time (20 ms steps) stands in for it.
                 total = int(round(src_done * 1000))
                 note = "no total-time from QEMU; polled wall time used"
-            return {
-                "total_ms": total,
-                "note": note,
-                "setup_ms": info.get("setup-time"),
-                "downtime_ms": info.get("downtime"),
-                "gib_s": (o.size / GiB) / (total / 1000.0) if total else None,
-                "mbps": ram.get("mbps"),
-                "transferred": ram.get("transferred"),
-                "normal": ram.get("normal"),
-                "duplicate": ram.get("duplicate"),
-                "dirty_sync_count": ram.get("dirty-sync-count"),
-                "multifd_bytes": ram.get("multifd-bytes"),
-                "connections": conns,
-                "src_done_s": round(src_done, 4),
-                "dst_done_s": round(dst_done, 4),
-                "cpu_src": cpu_delta(cpu0[0], cpu1[0]),
-                "cpu_dst": cpu_delta(cpu0[1], cpu1[1]),
-                "pretouch_s": round(pt, 3),
-                "other_cpu_s": other,
-                "quiet_wait_s": round(quiet[0], 2),
-                "busy_before": round(quiet[1], 3),
-            }
+            r = run_record(o.size, info, total, conns, src_done, dst_done,
+                           cpu0, cpu1, pt, other, quiet)
+            r["note"] = note
+            return r
         finally:
             for q in qmps:
                 q.close()
