@@ -256,6 +256,17 @@ static bool check_finished(const Mig2Engine *e, const char *label,
     return diff == 0;
 }
 
+/* FINISHED did not verify: fail with @text and the one problem it is. */
+static int transcript_mismatch(Mig2Engine *e, const char *text)
+{
+    mig2_error_clear(&e->error);
+    mig2_error_set(&e->error, MIG2_WIRE_TRANSCRIPT, false, "%s", text);
+    mig2_error_add(&e->error, MIG2_PROB_TRANSCRIPT, "finished",
+                   "verify data over this side's transcript",
+                   "different verify data");
+    return fail_with_error(e, MIG2_ERR_TRANSCRIPT);
+}
+
 static void transcript_close(Mig2Engine *e)
 {
     if (!e->th_done) {
@@ -440,14 +451,9 @@ static int dst_on_finished(Mig2Engine *e, const uint8_t *p, size_t len)
     int rc;
 
     if (!check_finished(e, src_finished_label, p, len)) {
-        mig2_error_clear(&e->error);
-        mig2_error_set(&e->error, MIG2_WIRE_TRANSCRIPT, false,
-                       "the source's FINISHED does not match the handshake "
-                       "transcript: the two sides saw different bytes");
-        mig2_error_add(&e->error, MIG2_PROB_TRANSCRIPT, "finished",
-                       "verify data over this side's transcript",
-                       "different verify data");
-        return fail_with_error(e, MIG2_ERR_TRANSCRIPT);
+        return transcript_mismatch(e, "the source's FINISHED does not "
+                                   "match the handshake transcript: the "
+                                   "two sides saw different bytes");
     }
     if ((rc = derive_channel_key(e))) {
         return rc;
@@ -505,14 +511,9 @@ static int dst_oneway_finished(Mig2Engine *e, const uint8_t *p, size_t len)
     int rc;
 
     if (!check_finished(e, src_finished_label, p, len)) {
-        mig2_error_clear(&e->error);
-        mig2_error_set(&e->error, MIG2_WIRE_TRANSCRIPT, false,
-                       "the one-way stream's FINISHED does not match its "
-                       "MANIFEST: the stream is corrupt");
-        mig2_error_add(&e->error, MIG2_PROB_TRANSCRIPT, "finished",
-                       "verify data over this side's transcript",
-                       "different verify data");
-        return fail_with_error(e, MIG2_ERR_TRANSCRIPT);
+        return transcript_mismatch(e, "the one-way stream's FINISHED does "
+                                   "not match its MANIFEST: the stream is "
+                                   "corrupt");
     }
     mig2_error_clear(&e->error);
     rc = mig2_evaluate_source(e->peer.profile, e->local, &e->mine, &choices,
@@ -595,15 +596,9 @@ static int src_on_finished(Mig2Engine *e, const uint8_t *p, size_t len)
 
     /* Transcript first: corrupted bytes are not incompatibilities. */
     if (!check_finished(e, dst_finished_label, p, len)) {
-        mig2_error_clear(&e->error);
-        mig2_error_set(&e->error, MIG2_WIRE_TRANSCRIPT, false,
-                       "the destination's FINISHED does not match the "
-                       "handshake transcript: the two sides saw different "
-                       "bytes");
-        mig2_error_add(&e->error, MIG2_PROB_TRANSCRIPT, "finished",
-                       "verify data over this side's transcript",
-                       "different verify data");
-        return fail_with_error(e, MIG2_ERR_TRANSCRIPT);
+        return transcript_mismatch(e, "the destination's FINISHED does "
+                                   "not match the handshake transcript: "
+                                   "the two sides saw different bytes");
     }
     if (e->deferred.n_problems) {
         mig2_error_clear(&e->error);
