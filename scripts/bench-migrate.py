@@ -883,10 +883,11 @@ def print_table(res, opts):
       " guest RAM size / total-time; RT: round trips")
     w("   from connect to the first RAM byte (x-query-handshake); conns: most"
       " sockets the destination held beyond its idle ones")
-    w("   (its migration connections) seen while polling every %d ms; dstlag: ms from the source's "
-      "'completed' to the destination's; CPU s: user+sys"
+    w("   (its migration connections) seen while polling every %d ms; "
+      "dstlag: ms from the source's 'completed' to"
       % int(POLL_S * 1000))
-    w("   of each process between 'migrate' and completion (medians).")
+    w("   the destination's; CPU s: user+sys of each process between "
+      "'migrate' and completion (medians).")
 
     # Ratios.
     w("")
