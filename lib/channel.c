@@ -168,6 +168,8 @@ Mig2ChannelSet *mig2_channel_set_new(const Mig2Engine *e, int *status)
                              : mig2_config_registry_find("multifd-channels")
                                    ->def_u;
 
+        /* The registered maximum (spec 8.3.2), from a peer that did not
+         * clamp to it as well. */
         s->multifd = (uint16_t)(count > 255 ? 255 : count);
     }
     s->seen = calloc(s->multifd ? s->multifd : 1, 1);

@@ -222,16 +222,22 @@ int mig2_negotiate_config(const Mig2Profile *src, const Mig2Profile *dst,
         } else {
             const Mig2Policy *pol = mig2_profile_policy(dst, it->name);
             Mig2ConfigValue dv;
+            uint64_t max = def->type == MIG2_CFG_U64 && def->max_u
+                               ? def->max_u
+                               : UINT64_MAX;
 
+            /* A registered maximum clamps like a policy (spec 8.3.2). */
+            if (pol && pol->kind == MIG2_POLICY_CLAMP && pol->max < max) {
+                max = pol->max;
+            }
             default_value(def, &dv);
             if (pol && pol->kind == MIG2_POLICY_REFUSE &&
                 !value_eq(&it->v, &dv)) {
                 st = MIG2_CFG_REFUSED;
                 fin = dv;
-            } else if (pol && pol->kind == MIG2_POLICY_CLAMP &&
-                       it->v.type == MIG2_CFG_U64 && it->v.u > pol->max) {
+            } else if (it->v.type == MIG2_CFG_U64 && it->v.u > max) {
                 st = MIG2_CFG_CLAMPED;
-                fin.u = pol->max;
+                fin.u = max;
             }
         }
         o->name = strdup(it->name);

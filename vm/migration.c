@@ -199,9 +199,13 @@ bool migration_set_parameter(Migration *m, const char *name,
                              name);
             return false;
         }
-        if (strcmp(name, "multifd-channels") == 0 && (v < 1 || v > 255)) {
-            *errp = strdup("Parameter 'multifd-channels' expects a value "
-                           "between 1 and 255");
+        /* The registered maximum (spec 8.3.4); QEMU's floor of 1. */
+        if ((def->max_u && (uint64_t)v > def->max_u) ||
+            (strcmp(name, "multifd-channels") == 0 && v < 1)) {
+            *errp = mig_strf("Parameter '%s' expects a value between %d "
+                             "and %" PRIu64, name,
+                             strcmp(name, "multifd-channels") == 0 ? 1 : 0,
+                             def->max_u);
             return false;
         }
         pthread_mutex_lock(&m->lock);

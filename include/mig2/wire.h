@@ -194,6 +194,7 @@ typedef struct Mig2ConfigDef {
     Mig2ConfigType type;
     uint64_t def_u;         /* default for bool (0/1) and u64 */
     const char *def_s;      /* default for strings */
+    uint64_t max_u;         /* u64: largest meaningful value, 0 for none */
 } Mig2ConfigDef;
 
 /* Number of registered items and item @i (NULL when out of range). */

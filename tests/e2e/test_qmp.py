@@ -91,7 +91,12 @@ class QmpErrorTest(VmTestCase):
         self.assertQmpError(vm, 'migrate-set-parameters',
                             {'downtime-limit': -1})
         self.assertQmpError(vm, 'migrate-set-parameters',
-                            {'multifd-channels': 0})
+                            {'multifd-channels': 0},
+                            desc='between 1 and 255')
+        # the registered maximum (spec 8.3.4)
+        self.assertQmpError(vm, 'migrate-set-parameters',
+                            {'multifd-channels': 256},
+                            desc='between 1 and 255')
         # all or nothing: the good one in a bad request is not applied
         self.assertQmpError(vm, 'migrate-set-parameters',
                             {'downtime-limit': 10,

@@ -928,6 +928,65 @@ static void test_config_clamp(void **state)
     mig2_profile_free(dp);
 }
 
+/*
+ * multifd-channels has a registered maximum (255): a larger proposal is
+ * clamped without any policy, a policy above it changes nothing, and a
+ * REQUIRED proposal above it is refused with the maximum as expected.
+ */
+static void test_config_registered_max(void **state)
+{
+    static const struct {
+        uint64_t proposed, policy, final;   /* policy 0: none */
+        Mig2ConfigStatus status;
+    } cases[] = {
+        { 1000, 0, 255, MIG2_CFG_CLAMPED },
+        { 256, 300, 255, MIG2_CFG_CLAMPED },
+        { 255, 0, 255, MIG2_CFG_ACCEPTED },
+        { 300, 100, 100, MIG2_CFG_CLAMPED },
+    };
+    Mig2Profile *sp, *dp;
+    size_t i;
+    Pair p;
+
+    (void)state;
+    assert_int_equal(mig2_config_registry_find("multifd-channels")->max_u,
+                     255);
+    /* Items without one are never clamped by the registry. */
+    assert_int_equal(mig2_config_registry_find("max-bandwidth")->max_u, 0);
+    for (i = 0; i < N_OF(cases); i++) {
+        CfgWant want[] = {
+            { "multifd-channels", V_U64(cases[i].proposed),
+              V_U64(cases[i].final), cases[i].status, false },
+            { "max-bandwidth", V_U64(UINT64_MAX), V_U64(UINT64_MAX),
+              MIG2_CFG_ACCEPTED, false },
+        };
+
+        sp = base_profile(true);
+        dp = base_profile(false);
+        if (cases[i].policy) {
+            assert_int_equal(mig2_profile_policy_clamp(dp, "multifd-channels",
+                                                       cases[i].policy),
+                             MIG2_OK);
+        }
+        propose(sp, want, N_OF(want));
+        pair_run(&p, sp, dp, 3);
+        assert_complete(&p);
+        assert_config(&p, want, N_OF(want));
+        pair_free(&p);
+        mig2_profile_free(sp);
+        mig2_profile_free(dp);
+    }
+
+    sp = base_profile(true);
+    dp = base_profile(false);
+    assert_int_equal(mig2_profile_propose_u64(sp, "multifd-channels", 1000,
+                                              MIG2_CONFIG_REQUIRED), MIG2_OK);
+    expect_one_problem(sp, dp, MIG2_PROB_CONFIG_CLAMPED,
+                       "config/multifd-channels", "at most 255", "1000");
+    mig2_profile_free(sp);
+    mig2_profile_free(dp);
+}
+
 static void test_config_refuse(void **state)
 {
     const CfgWant want[] = {
@@ -1514,6 +1573,7 @@ int main(void)
         cmocka_unit_test(test_config_fresh_destination),
         cmocka_unit_test(test_config_none),
         cmocka_unit_test(test_config_clamp),
+        cmocka_unit_test(test_config_registered_max),
         cmocka_unit_test(test_config_refuse),
         cmocka_unit_test(test_config_unknown),
         cmocka_unit_test(test_config_bad_type),
