@@ -15,12 +15,12 @@
 #     guest RAM -- the bare limit (bench/rawcopy, 1/2/4 loopback TCP
 #     streams), mig2 v2 between two mig2-vm processes (multifd off and
 #     1/2/4 channels) and, when qemu-system-x86_64 is installed, QEMU 7.2
-#     -- medians of 3 runs, ratios and the issue-4 targets.  A few minutes.
+#     -- medians of 5 runs, ratios and the issue-4 targets.  A few minutes.
 #
 # Environment: MIG2_BENCH_TREE (default build-release),
 #              MIG2_BENCH_SIZES (default 10,100,1000,10000),
 #              MIG2_BENCH_MIGRATE: arguments for bench-migrate.py (default
-#              "--reps 3"; e.g. "--quick", or "skip" to leave step 3 out).
+#              "--reps 5"; e.g. "--quick", or "skip" to leave step 3 out).
 # Exits non-zero when a binary or valgrind is missing, a handshake fails
 # or a migration run fails outright (digest mismatch, crash, timeout);
 # never because a speed or size target is missed.
@@ -98,7 +98,7 @@ else
     echo "  10,000/1,000 instructions: not measured (sizes need 1000 and 10000)"
 fi
 
-migrate_args=${MIG2_BENCH_MIGRATE:---reps 3}
+migrate_args=${MIG2_BENCH_MIGRATE:---reps 5}
 if [ "$migrate_args" = skip ]; then
     echo
     echo "==> migration throughput: skipped (MIG2_BENCH_MIGRATE=skip)"
