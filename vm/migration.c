@@ -1478,29 +1478,47 @@ static bool send_state(Migration *m, Chan *c, const Mig2Engine *e,
     return ok;
 }
 
-bool mig_v2_source(Migration *m, Chan *c, char **errp)
+/*
+ * The main-channel handshake for either side, bound to the channel's TLS
+ * session when it has one.  Returns the completed engine, or NULL with
+ * *@errp set.
+ */
+static Mig2Engine *v2_handshake(Migration *m, Chan *c, bool source,
+                                char **errp)
 {
-    Mig2Profile *p = mig_build_profile(m, true, errp);
+    Mig2Profile *p = mig_build_profile(m, source, errp);
     Mig2Engine *e;
-    Multifd *f = NULL;
-    unsigned nchan;
-    bool ok, told;
+    bool ok;
     int rc;
 
     if (!p || !tls_require_binding(c, p, errp)) {
         mig2_profile_free(p);
-        return false;
+        return NULL;
     }
-    e = mig2_engine_new(MIG2_ROLE_SOURCE, p, NULL, &rc);
+    e = mig2_engine_new(source ? MIG2_ROLE_SOURCE : MIG2_ROLE_DESTINATION, p,
+                        NULL, &rc);
     mig2_profile_free(p);
     if (!e) {
         *errp = mig_strf("cannot start the handshake: %s", mig2_strerror(rc));
-        return false;
+        return NULL;
     }
     ok = tls_bind_engine(c, e, errp) && mig_run_handshake(m, c, e, errp);
     tls_publish(m, c);
     if (!ok) {
         mig2_engine_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+bool mig_v2_source(Migration *m, Chan *c, char **errp)
+{
+    Mig2Engine *e = v2_handshake(m, c, true, errp);
+    Multifd *f = NULL;
+    unsigned nchan;
+    bool ok = true, told;
+
+    if (!e) {
         return false;
     }
     pthread_mutex_lock(&m->lock);
@@ -2092,34 +2110,21 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e,
 
 bool mig_v2_destination(Migration *m, Chan *c, char **errp)
 {
-    Mig2Profile *p = mig_build_profile(m, false, errp);
-    Mig2Engine *e;
+    Mig2Engine *e = v2_handshake(m, c, false, errp);
     bool ok;
-    int rc;
 
-    if (!p || !tls_require_binding(c, p, errp)) {
-        mig2_profile_free(p);
-        return false;
-    }
-    e = mig2_engine_new(MIG2_ROLE_DESTINATION, p, NULL, &rc);
-    mig2_profile_free(p);
     if (!e) {
-        *errp = mig_strf("cannot start the handshake: %s", mig2_strerror(rc));
         return false;
     }
-    ok = tls_bind_engine(c, e, errp) && mig_run_handshake(m, c, e, errp);
-    tls_publish(m, c);
-    if (ok) {
-        mig_apply_final_config(m, e);
-        /*
-         * The channel was opened with our own stall deadline; the data
-         * phase runs on the negotiated one (spec 8.3.4), as the multifd
-         * receivers do.
-         */
-        c->stall_ms = (int)mig_cfg_u64(m, "x-stall-timeout");
-        mig_set_status(m, MIG_STATUS_ACTIVE);
-        ok = v2_load(m, c, e, NULL, errp);
-    }
+    mig_apply_final_config(m, e);
+    /*
+     * The channel was opened with our own stall deadline; the data phase
+     * runs on the negotiated one (spec 8.3.4), as the multifd receivers
+     * do.
+     */
+    c->stall_ms = (int)mig_cfg_u64(m, "x-stall-timeout");
+    mig_set_status(m, MIG_STATUS_ACTIVE);
+    ok = v2_load(m, c, e, NULL, errp);
     mig2_engine_free(e);
     return ok;
 }
