@@ -866,20 +866,7 @@ int chan_listen(const MigAddr *a, char **bound, char **errp)
     return fd;
 }
 
-/*
- * Wait for the source's main connection: the first client whose first 8
- * bytes carry the QEVM magic.  Clients are served side by side, so one
- * that connects and says nothing (or sends garbage) cannot keep the real
- * source waiting; each gets @header_ms to show its preamble.
- */
 #define ACCEPT_PENDING 32
-
-typedef struct AcceptPending {
-    int fd;
-    size_t have;
-    int64_t deadline;
-    uint8_t pre[8];
-} AcceptPending;
 
 static int64_t now_ms(void)
 {
@@ -889,36 +876,47 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms,
-                 int header_ms, char **errp)
+static void pending_release(const ChanAcceptHooks *h, void *opaque,
+                            ChanPending *p)
 {
-    return chan_accept_notify(c, lfd, cancel_fd, stall_ms, header_ms, NULL,
-                              NULL, errp);
+    if (h->release) {
+        h->release(opaque, p);
+    }
+    if (p->fd >= 0) {
+        close(p->fd);
+    }
+    p->fd = -1;
 }
 
-bool chan_accept_notify(Chan *c, int lfd, int cancel_fd, int stall_ms,
-                        int header_ms, ChanDroppedFn dropped, void *opaque,
-                        char **errp)
+bool chan_accept_loop(Chan *c, int lfd, int cancel_fd, int stall_ms,
+                      int header_ms, const ChanAcceptHooks *h, void *opaque,
+                      bool tls, char **errp)
 {
-    AcceptPending pend[ACCEPT_PENDING];
+    ChanPending pend[ACCEPT_PENDING];
     int np = 0, i, chosen = -1;
 
     while (chosen < 0) {
         struct pollfd pfd[2 + ACCEPT_PENDING];
         int64_t now = now_ms(), next = -1;
+        bool buffered = false;
         int n;
 
         pfd[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
         pfd[1] = (struct pollfd){ .fd = cancel_fd, .events = POLLIN };
         for (i = 0; i < np; i++) {
-            pfd[2 + i] = (struct pollfd){ .fd = pend[i].fd, .events = POLLIN };
+            pfd[2 + i] = (struct pollfd){
+                .fd = pend[i].fd,
+                .events = h->events ? h->events(opaque, &pend[i]) : POLLIN,
+            };
+            buffered |= h->buffered && h->buffered(opaque, &pend[i]);
             if (next < 0 || pend[i].deadline < next) {
                 next = pend[i].deadline;
             }
         }
-        /* Waiting for a source has no deadline; only cancel ends it. */
         n = poll(pfd, (nfds_t)(2 + np),
-                 next < 0 ? -1 : next > now ? (int)(next - now) : 0);
+                 buffered ? 0
+                 : next < 0 ? -1
+                 : next > now ? (int)(next - now) : 0);
         if (n < 0 && errno != EINTR) {
             *errp = errf("poll failed: %s", strerror(errno));
             break;
@@ -929,34 +927,24 @@ bool chan_accept_notify(Chan *c, int lfd, int cancel_fd, int stall_ms,
         }
         now = now_ms();
         for (i = 0; i < np && chosen < 0; i++) {
-            ssize_t r = 0;
-            bool drop = now >= pend[i].deadline;
+            int r = 0;
 
-            if (n > 0 && pfd[2 + i].revents) {
-                r = read(pend[i].fd, pend[i].pre + pend[i].have,
-                         sizeof(pend[i].pre) - pend[i].have);
-                if (r > 0) {
-                    pend[i].have += (size_t)r;
-                } else if (r == 0 ||
-                           (errno != EAGAIN && errno != EINTR)) {
-                    drop = true;
+            if ((n > 0 && pfd[2 + i].revents) ||
+                (h->buffered && h->buffered(opaque, &pend[i]))) {
+                r = h->serve(opaque, &pend[i]);
+            }
+            if (r > 0) {
+                chosen = i;
+                break;
+            }
+            if (r == 0 && now >= pend[i].deadline) {
+                if (h->expired) {
+                    h->expired(opaque, &pend[i]);
                 }
+                r = -1;
             }
-            if (pend[i].have == sizeof(pend[i].pre)) {
-                /* Not a migration stream: dropped without an answer. */
-                if (pend[i].pre[0] == 'Q' && pend[i].pre[1] == 'E' &&
-                    pend[i].pre[2] == 'V' && pend[i].pre[3] == 'M') {
-                    chosen = i;
-                    break;
-                }
-                drop = true;
-            }
-            if (drop && dropped && pend[i].have) {
-                dropped(opaque, pend[i].pre, pend[i].have);
-            }
-            if (drop) {
-                close(pend[i].fd);
-                pend[i].fd = -1;
+            if (r < 0) {
+                pending_release(h, opaque, &pend[i]);
             }
         }
         for (i = 0; chosen < 0 && i < np; i++) {
@@ -978,22 +966,24 @@ bool chan_accept_notify(Chan *c, int lfd, int cancel_fd, int stall_ms,
                 close(fd);
                 continue;
             }
+            /* No Nagle delay in the handshake's flights (or TLS's). */
             tune_socket(fd, ss.ss_family != AF_UNIX);
+            memset(&pend[np], 0, sizeof(pend[np]));
             pend[np].fd = fd;
-            pend[np].have = 0;
             pend[np].deadline = now + header_ms;
             np++;
         }
     }
     for (i = 0; i < np; i++) {
-        if (i != chosen && pend[i].fd >= 0) {
-            close(pend[i].fd);
+        if (i != chosen) {
+            pending_release(h, opaque, &pend[i]);
         }
     }
     if (chosen < 0) {
         return false;
     }
     chan_init(c, pend[chosen].fd, pend[chosen].fd, cancel_fd, stall_ms);
+    c->tls = tls ? pend[chosen].ext : NULL;
     /* The preamble stays readable for whoever parses the stream. */
     c->buf = malloc(sizeof(pend[chosen].pre));
     if (!c->buf) {
@@ -1004,6 +994,68 @@ bool chan_accept_notify(Chan *c, int lfd, int cancel_fd, int stall_ms,
     memcpy(c->buf, pend[chosen].pre, sizeof(pend[chosen].pre));
     c->len = c->cap = sizeof(pend[chosen].pre);
     return true;
+}
+
+/* Plain clients: a complete preamble with the QEVM magic is chosen. */
+typedef struct PlainAccept {
+    ChanDroppedFn dropped;
+    void *opaque;
+} PlainAccept;
+
+static void plain_drop(PlainAccept *pa, const ChanPending *p)
+{
+    if (pa->dropped && p->have) {
+        pa->dropped(pa->opaque, p->pre, p->have);
+    }
+}
+
+static int plain_serve(void *opaque, ChanPending *p)
+{
+    ssize_t r = read(p->fd, p->pre + p->have, sizeof(p->pre) - p->have);
+
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return 0;
+    }
+    if (r <= 0) {
+        plain_drop(opaque, p);
+        return -1;
+    }
+    p->have += (size_t)r;
+    if (p->have < sizeof(p->pre)) {
+        return 0;
+    }
+    if (memcmp(p->pre, "QEVM", 4) == 0) {
+        return 1;
+    }
+    /* Not a migration stream: dropped without an answer. */
+    plain_drop(opaque, p);
+    return -1;
+}
+
+static void plain_expired(void *opaque, ChanPending *p)
+{
+    plain_drop(opaque, p);
+}
+
+bool chan_accept(Chan *c, int lfd, int cancel_fd, int stall_ms,
+                 int header_ms, char **errp)
+{
+    return chan_accept_notify(c, lfd, cancel_fd, stall_ms, header_ms, NULL,
+                              NULL, errp);
+}
+
+bool chan_accept_notify(Chan *c, int lfd, int cancel_fd, int stall_ms,
+                        int header_ms, ChanDroppedFn dropped, void *opaque,
+                        char **errp)
+{
+    static const ChanAcceptHooks hooks = {
+        .serve = plain_serve,
+        .expired = plain_expired,
+    };
+    PlainAccept pa = { .dropped = dropped, .opaque = opaque };
+
+    return chan_accept_loop(c, lfd, cancel_fd, stall_ms, header_ms, &hooks,
+                            &pa, false, errp);
 }
 
 bool chan_open_incoming_stream(Chan *c, const MigAddr *a, int cancel_fd,

@@ -84,6 +84,49 @@ bool chan_open_outgoing(Chan *c, const MigAddr *a, int cancel_fd,
 /* Destination side: a listening socket (tcp/unix), reported address. */
 int chan_listen(const MigAddr *a, char **bound, char **errp);
 /*
+ * A client of chan_accept_loop(), from its connection until it has sent
+ * the 8-byte preamble of a migration stream.
+ */
+typedef struct ChanPending {
+    int fd;
+    int64_t deadline;       /* CLOCK_MONOTONIC ms; then it is dropped */
+    size_t have;
+    uint8_t pre[8];
+    void *ext;              /* the hooks' state for it (a TLS session) */
+    int mode;               /* the hooks' own */
+} ChanPending;
+
+/* How chan_accept_loop() serves its clients. */
+typedef struct ChanAcceptHooks {
+    /*
+     * @p is readable, or has buffered input: 1 when its preamble is
+     * complete (it is chosen), 0 to keep waiting, -1 when finished with
+     * (the loop releases it).
+     */
+    int (*serve)(void *opaque, ChanPending *p);
+    /* Events to poll @p for; NULL: POLLIN. */
+    short (*events)(void *opaque, const ChanPending *p);
+    /* Input of @p's already read off its socket; NULL: never. */
+    bool (*buffered)(void *opaque, const ChanPending *p);
+    /* @p's deadline passed while serve() waited; NULL: nothing to say. */
+    void (*expired)(void *opaque, ChanPending *p);
+    /* Free p->ext; NULL: nothing to free.  The loop closes p->fd. */
+    void (*release)(void *opaque, ChanPending *p);
+} ChanAcceptHooks;
+
+/*
+ * Accept clients on @lfd and serve them side by side, so that one that
+ * connects and says nothing (or sends garbage) cannot keep the real
+ * source waiting: each gets @header_ms (the hooks may move its
+ * deadline).  Waiting for a client has no deadline; only @cancel_fd
+ * ends it.  The first client served as complete ends the loop: @c then
+ * reads its socket with its preamble buffered (and takes over ->ext as
+ * its TLS session when @tls), and every other client is released.
+ */
+bool chan_accept_loop(Chan *c, int lfd, int cancel_fd, int stall_ms,
+                      int header_ms, const ChanAcceptHooks *h, void *opaque,
+                      bool tls, char **errp);
+/*
  * Wait for the main connection: the first client to send the QEVM magic
  * (no deadline for that, cancellable); each client gets @header_ms to
  * send its first 8 bytes, which stay in @c's buffer.

@@ -20,7 +20,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
@@ -1307,22 +1306,22 @@ TlsStep tls_accept_step(const MigTls *mt, int fd, TlsConn **conn,
     return TLS_STEP_READY;
 }
 
-#define TLS_ACCEPT_PENDING 32
 #define TLS_LINGER_MS 500
 
-typedef struct TlsPending {
-    int fd;
-    int64_t deadline;
-    TlsConn *t;
-    bool plain;             /* no TLS: reading the preamble to refuse it */
-    bool draining;          /* refused: reading to EOF */
-    size_t have;
-    uint8_t pre[8];
-} TlsPending;
+/* ChanPending.mode of a client on the TLS listener. */
+enum {
+    TLS_PEND_PLAIN = 1,     /* no TLS: reading the preamble to refuse it */
+    TLS_PEND_DRAINING = 2,  /* refused: reading to EOF */
+};
 
+typedef struct TlsAccept {
+    Migration *m;
+    const MigTls *mt;
+    int header_ms;
+} TlsAccept;
 
 /* A plaintext v4 source: tell it, in a frame it can read, why not. */
-static void refuse_plain_v4(TlsPending *p)
+static void refuse_plain_v4(ChanPending *p)
 {
     Mig2Error err = {
         .code = MIG2_WIRE_TLS_REQUIRED,
@@ -1345,7 +1344,7 @@ static void refuse_plain_v4(TlsPending *p)
     }
     mig2_wr_free(&w);
     shutdown(p->fd, SHUT_WR);
-    p->draining = true;
+    p->mode |= TLS_PEND_DRAINING;
     p->deadline = mig_now_ms() + TLS_LINGER_MS;
 }
 
@@ -1354,75 +1353,81 @@ static bool is_qevm(const uint8_t *pre)
     return pre[0] == 'Q' && pre[1] == 'E' && pre[2] == 'V' && pre[3] == 'M';
 }
 
-/*
- * Serve one pending client.  Returns 1 when it sent a preamble over an
- * authorised TLS session (chosen), -1 when it is finished with (closed),
- * 0 to keep waiting.
- */
-static int serve_pending(Migration *m, const MigTls *mt, TlsPending *p)
+/* A client that sent no TLS record: read its preamble to refuse it. */
+static int serve_plain(Migration *m, ChanPending *p)
 {
+    ssize_t n = read(p->fd, p->pre + p->have, sizeof(p->pre) - p->have);
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return 0;
+    }
+    if (n <= 0) {
+        return -1;
+    }
+    p->have += (size_t)n;
+    if (p->have < sizeof(p->pre)) {
+        return 0;
+    }
+    if (!is_qevm(p->pre)) {
+        return -1;      /* not a migration stream: as chan_accept */
+    }
+    if (p->pre[4] == 0 && p->pre[5] == 0 && p->pre[6] == 0 &&
+        p->pre[7] == 4) {
+        refused(m, "tls", "a plaintext migration (QEVM v4) arrived, but "
+                          "this destination requires TLS (tls-creds is "
+                          "set); answered ERROR tls-required");
+        refuse_plain_v4(p);
+        return 0;
+    }
+    /* A v3 source speaks no frames: close without a word (3.1). */
+    refused(m, "tls", "a plaintext legacy migration stream arrived, but "
+                      "this destination requires TLS (tls-creds is set)");
+    return -1;
+}
+
+/*
+ * Serve one client (ChanAcceptHooks.serve): 1 when it sent a preamble
+ * over an authorised TLS session, -1 when it is finished with, 0 to keep
+ * waiting.
+ */
+static int tls_serve(void *opaque, ChanPending *p)
+{
+    TlsAccept *ta = opaque;
     char *err = NULL;
     ssize_t n;
 
-    if (p->draining) {
+    if (p->mode & TLS_PEND_DRAINING) {
         uint8_t sink[4096];
 
         n = read(p->fd, sink, sizeof(sink));
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) ? -1
                                                                        : 0;
     }
-    if (p->plain) {
-        n = read(p->fd, p->pre + p->have, sizeof(p->pre) - p->have);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            return 0;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        p->have += (size_t)n;
-        if (p->have < sizeof(p->pre)) {
-            return 0;
-        }
-        if (!is_qevm(p->pre)) {
-            return -1;      /* not a migration stream: as chan_accept */
-        }
-        if (p->pre[4] == 0 && p->pre[5] == 0 && p->pre[6] == 0 &&
-            p->pre[7] == 4) {
-            refused(m, "tls", "a plaintext migration (QEVM v4) arrived, "
-                              "but this destination requires TLS "
-                              "(tls-creds is set); answered ERROR "
-                              "tls-required");
-            refuse_plain_v4(p);
-            return 0;
-        }
-        /* A v3 source speaks no frames: close without a word (3.1). */
-        refused(m, "tls", "a plaintext legacy migration stream arrived, but "
-                          "this destination requires TLS (tls-creds is "
-                          "set)");
-        return -1;
+    if (p->mode & TLS_PEND_PLAIN) {
+        return serve_plain(ta->m, p);
     }
-    switch (tls_accept_step(mt, p->fd, &p->t, &err)) {
+    switch (tls_accept_step(ta->mt, p->fd, (TlsConn **)&p->ext, &err)) {
     case TLS_STEP_WAIT:
         return 0;
     case TLS_STEP_PLAIN:
-        p->plain = true;
-        return serve_pending(m, mt, p);
+        p->mode |= TLS_PEND_PLAIN;
+        return serve_plain(ta->m, p);
     case TLS_STEP_FAILED:
-        refused(m, "tls", err);
+        refused(ta->m, "tls", err);
         free(err);
         /*
          * Our alert is on its way, but the client's first flight may be
          * unread: closing now would reset the connection, alert and all.
          */
         shutdown(p->fd, SHUT_WR);
-        p->draining = true;
+        p->mode |= TLS_PEND_DRAINING;
         p->deadline = mig_now_ms() + TLS_LINGER_MS;
         return 0;
     case TLS_STEP_READY:
         break;
     }
     do {
-        n = tls_conn_recv(p->t, p->pre + p->have, sizeof(p->pre) - p->have,
+        n = tls_conn_recv(p->ext, p->pre + p->have, sizeof(p->pre) - p->have,
                           NULL);
         if (n > 0) {
             p->have += (size_t)n;
@@ -1434,128 +1439,52 @@ static int serve_pending(Migration *m, const MigTls *mt, TlsPending *p)
     return n < 0 && errno == EAGAIN ? 0 : -1;
 }
 
-static void pending_close(TlsPending *p)
+static short tls_events(void *opaque, const ChanPending *p)
 {
-    tls_conn_free(p->t);
-    p->t = NULL;
-    if (p->fd >= 0) {
-        close(p->fd);
+    (void)opaque;
+    return p->ext && !(p->mode & TLS_PEND_DRAINING) ? tls_conn_events(p->ext)
+                                                     : POLLIN;
+}
+
+static bool tls_buffered(void *opaque, const ChanPending *p)
+{
+    (void)opaque;
+    return p->ext && tls_conn_pending(p->ext);
+}
+
+static void tls_expired(void *opaque, ChanPending *p)
+{
+    TlsAccept *ta = opaque;
+
+    /* Silent clients go quietly, as with chan_accept. */
+    if (!(p->mode & TLS_PEND_DRAINING) && p->ext) {
+        char *why = mig_strf("no TLS handshake and preamble within %d ms",
+                             ta->header_ms);
+
+        refused(ta->m, "tls", why ? why : "deadline");
+        free(why);
     }
-    p->fd = -1;
+}
+
+static void tls_release(void *opaque, ChanPending *p)
+{
+    (void)opaque;
+    tls_conn_free(p->ext);
+    p->ext = NULL;
 }
 
 bool tls_accept_main(Migration *m, Chan *c, int lfd, int cancel_fd,
                      int stall_ms, int header_ms, char **errp)
 {
-    TlsPending pend[TLS_ACCEPT_PENDING];
-    const MigTls *mt = &m->tls;
-    int np = 0, i, chosen = -1;
+    static const ChanAcceptHooks hooks = {
+        .serve = tls_serve,
+        .events = tls_events,
+        .buffered = tls_buffered,
+        .expired = tls_expired,
+        .release = tls_release,
+    };
+    TlsAccept ta = { .m = m, .mt = &m->tls, .header_ms = header_ms };
 
-    while (chosen < 0) {
-        struct pollfd pfd[2 + TLS_ACCEPT_PENDING];
-        int64_t now = mig_now_ms(), next = -1;
-        bool buffered = false;
-        int n;
-
-        pfd[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
-        pfd[1] = (struct pollfd){ .fd = cancel_fd, .events = POLLIN };
-        for (i = 0; i < np; i++) {
-            short ev = pend[i].t && !pend[i].draining
-                           ? tls_conn_events(pend[i].t)
-                           : POLLIN;
-
-            pfd[2 + i] = (struct pollfd){ .fd = pend[i].fd, .events = ev };
-            buffered |= pend[i].t && tls_conn_pending(pend[i].t);
-            if (next < 0 || pend[i].deadline < next) {
-                next = pend[i].deadline;
-            }
-        }
-        /* Waiting for a source has no deadline; only cancel ends it. */
-        n = poll(pfd, (nfds_t)(2 + np),
-                 buffered ? 0
-                 : next < 0 ? -1
-                 : next > now ? (int)(next - now) : 0);
-        if (n < 0 && errno != EINTR) {
-            *errp = mig_strf("poll failed: %s", strerror(errno));
-            break;
-        }
-        if (n > 0 && cancel_fd >= 0 && (pfd[1].revents & POLLIN)) {
-            *errp = strdup("migration cancelled");
-            break;
-        }
-        now = mig_now_ms();
-        for (i = 0; i < np && chosen < 0; i++) {
-            int r = 0;
-
-            if ((n > 0 && pfd[2 + i].revents) ||
-                (pend[i].t && tls_conn_pending(pend[i].t))) {
-                r = serve_pending(m, mt, &pend[i]);
-            }
-            if (r > 0) {
-                chosen = i;
-                break;
-            }
-            if (r == 0 && now >= pend[i].deadline) {
-                /* Silent clients go quietly, as with chan_accept. */
-                if (!pend[i].draining && pend[i].t) {
-                    char *why = mig_strf("no TLS handshake and preamble "
-                                         "within %d ms", header_ms);
-
-                    refused(m, "tls", why ? why : "deadline");
-                    free(why);
-                }
-                r = -1;
-            }
-            if (r < 0) {
-                pending_close(&pend[i]);
-            }
-        }
-        for (i = 0; chosen < 0 && i < np; i++) {
-            if (pend[i].fd < 0) {
-                pend[i] = pend[--np];
-                i--;
-            }
-        }
-        while (chosen < 0 && n > 0 && (pfd[0].revents & POLLIN)) {
-            int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-
-            if (fd < 0) {
-                break;
-            }
-            if (np == TLS_ACCEPT_PENDING) {
-                close(fd);
-                continue;
-            }
-            memset(&pend[np], 0, sizeof(pend[np]));
-            pend[np].fd = fd;
-            pend[np].deadline = now + header_ms;
-            np++;
-        }
-    }
-    for (i = 0; i < np; i++) {
-        if (i != chosen) {
-            pending_close(&pend[i]);
-        }
-    }
-    if (chosen < 0) {
-        return false;
-    }
-    chan_init(c, pend[chosen].fd, pend[chosen].fd, cancel_fd, stall_ms);
-    {
-        int one = 1;
-
-        /* As chan_accept: no Nagle delay in the handshake's flights. */
-        setsockopt(c->rfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
-    c->tls = pend[chosen].t;
-    /* The preamble stays readable for whoever parses the stream. */
-    c->buf = malloc(sizeof(pend[chosen].pre));
-    if (!c->buf) {
-        chan_close(c);
-        *errp = strdup("out of memory");
-        return false;
-    }
-    memcpy(c->buf, pend[chosen].pre, sizeof(pend[chosen].pre));
-    c->len = c->cap = sizeof(pend[chosen].pre);
-    return true;
+    return chan_accept_loop(c, lfd, cancel_fd, stall_ms, header_ms, &hooks,
+                            &ta, true, errp);
 }

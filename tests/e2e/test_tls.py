@@ -215,7 +215,7 @@ class TlsCase(VmTestCase):
         return src
 
     def destination(self, name='dst', creds='dst', tls=True, authz=None,
-                    unix=False, chan='handshake'):
+                    unix=False, chan='handshake', params=None):
         args = ['--memory', '%dM' % (RAM // MiB)]
         if creds:
             args += self.creds(creds, 'server')
@@ -228,6 +228,7 @@ class TlsCase(VmTestCase):
             p['tls-creds'] = 'tls0'
         if authz is not None:
             p['tls-authz'] = 'auth0'
+        p.update(params or {})
         if p:
             dst.execute('migrate-set-parameters', p)
         if unix:
@@ -427,6 +428,40 @@ class TlsMigrationTest(TlsCase):
         self.assertIn("'channel/header'", text)
         self.assertIn("'busy'", text)
         self.assertEqual(len(notes), 4, notes)
+        self.quit_ok(src)
+        self.quit_ok(dst)
+
+    def test_silent_clients_before_the_tls_source(self):
+        """Clients that reach a TLS destination's listener before the
+        source and then stall or send no TLS: each is dropped on its own
+        deadline or at once, noted, and the source still gets through
+        without waiting for them."""
+        dst, addr = self.destination(params={'x-stall-timeout': 1000})
+        port = int(addr['port'])
+        socks = []
+        for data in (b'', bytes([TLS_HANDSHAKE, 3, 1]),
+                     b'GET / HTTP/1.0\r\n\r\n'):
+            s = socket.create_connection(('127.0.0.1', port))
+            self.addCleanup(s.close)
+            s.sendall(data)
+            socks.append(s)
+        # Not a migration stream: closed at once, without a word (reset,
+        # since the rest of its request stays unread).
+        socks[2].settimeout(scaled(2))
+        try:
+            self.assertEqual(socks[2].recv(100), b'')
+        except ConnectionResetError:
+            pass
+        # The half TLS record outlives its 1 s deadline, and says so.
+        notes = self.rejected(dst)
+        self.assertEqual([(n['reason'], n['detail']) for n in notes],
+                         [('tls', 'no TLS handshake and preamble within '
+                                  '1000 ms')])
+        # The silent one is still waited on when the source comes.
+        src = self.source()
+        t0 = time.monotonic()
+        self.migrate_ok(src, dst, addr)
+        self.assertLess(time.monotonic() - t0, scaled(4))
         self.quit_ok(src)
         self.quit_ok(dst)
 
