@@ -21,8 +21,6 @@ static void add_device(Vm *vm, const char *spec)
     char *name = strdup(spec), *comma, *err = NULL;
     const DeviceType *t;
     DeviceState *d;
-    uint32_t instance = 0;
-    size_t i;
 
     FUZZ_SETUP(name);
     comma = strchr(name, ',');
@@ -37,20 +35,7 @@ static void add_device(Vm *vm, const char *spec)
     }
     FUZZ_SETUP(d);
     free(name);
-    for (i = 0; i < vm->n_devs; i++) {
-        if (strcmp(vm->devs[i]->id, d->id) == 0 &&
-            vm->devs[i]->instance >= instance) {
-            instance = vm->devs[i]->instance + 1;
-        }
-    }
-    d->instance = instance;
-    FUZZ_SETUP(release_apply(vm->release, d, &err));
-    vm->devs = realloc(vm->devs, (vm->n_devs + 1) * sizeof(*vm->devs));
-    FUZZ_SETUP(vm->devs);
-    vm->devs[vm->n_devs++] = d;
-    if (strcmp(t->name, "globalstate") == 0) {
-        vm->globalstate = d;
-    }
+    FUZZ_SETUP(vm_add_device(vm, d, &err));
 }
 
 void fuzz_vm_init(Vm *vm)

@@ -24,6 +24,13 @@
 #include "channel.h"
 #include "tls.h"
 
+/*
+ * What a peek buffer holds at least: a read takes whatever has arrived
+ * up to its free space, so a HELLO comes in a few reads, not one per
+ * 16 bytes.
+ */
+#define PEEK_MIN_CAP 65536
+
 static char *errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static char *errf(const char *fmt, ...)
@@ -397,6 +404,14 @@ ssize_t chan_read_some(Chan *c, void *p, size_t n, char **errp)
 {
     ssize_t r;
 
+    if (c->len == c->pos && c->readahead && n < PEEK_MIN_CAP) {
+        size_t avail;
+
+        /* At least one byte: the read takes whatever else has come. */
+        if (!chan_peek(c, 1, &avail, errp)) {
+            return -1;
+        }
+    }
     if (c->len > c->pos) {
         size_t k = c->len - c->pos < n ? c->len - c->pos : n;
 
@@ -520,15 +535,16 @@ const uint8_t *chan_peek(Chan *c, size_t n, size_t *avail, char **errp)
         c->len -= c->pos;
         c->pos = 0;
     }
-    if (c->cap < n) {
-        uint8_t *b = realloc(c->buf, n);
+    if (c->cap < n || c->cap < PEEK_MIN_CAP) {
+        size_t cap = n > PEEK_MIN_CAP ? n : PEEK_MIN_CAP;
+        uint8_t *b = realloc(c->buf, cap);
 
         if (!b) {
             *errp = strdup("out of memory");
             return NULL;
         }
         c->buf = b;
-        c->cap = n;
+        c->cap = cap;
     }
     while (c->len - c->pos < n) {
         ssize_t r = raw_read(c, c->buf + c->len, c->cap - c->len, errp);

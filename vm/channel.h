@@ -63,6 +63,12 @@ typedef struct Chan {
     void (*tap)(void *opaque, const void *p, size_t n);
     void *tap_opaque;
     struct TlsConn *tls;    /* NULL: plain; else all I/O goes through it */
+    /*
+     * Small reads fill the buffer from the socket first: for a run of
+     * small frames (device state), not for RAM, whose pages would be
+     * copied out of the buffer instead of read in place.
+     */
+    bool readahead;
 } Chan;
 
 void chan_init(Chan *c, int rfd, int wfd, int cancel_fd, int stall_ms);

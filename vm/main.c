@@ -103,9 +103,7 @@ static bool add_device(Vm *vm, const char *spec, bool user, char **errp)
 {
     char *type_name = strdup(spec), *comma;
     const DeviceType *t;
-    DeviceState *d, **nd;
-    uint32_t instance = 0;
-    size_t i;
+    DeviceState *d;
 
     if (!type_name) {
         *errp = strdup("out of memory");
@@ -126,33 +124,7 @@ static bool add_device(Vm *vm, const char *spec, bool user, char **errp)
     }
     d = device_new(t, comma ? comma + 1 : NULL, 0, errp);
     free(type_name);
-    if (!d) {
-        return false;
-    }
-    /* Instances count devices that share a stream id, as QEMU does. */
-    for (i = 0; i < vm->n_devs; i++) {
-        if (strcmp(vm->devs[i]->id, d->id) == 0 &&
-            vm->devs[i]->instance >= instance) {
-            instance = vm->devs[i]->instance + 1;
-        }
-    }
-    d->instance = instance;
-    if (!release_apply(vm->release, d, errp)) {
-        device_free(d);
-        return false;
-    }
-    nd = realloc(vm->devs, (vm->n_devs + 1) * sizeof(*nd));
-    if (!nd) {
-        device_free(d);
-        *errp = strdup("out of memory");
-        return false;
-    }
-    vm->devs = nd;
-    vm->devs[vm->n_devs++] = d;
-    if (strcmp(t->name, "globalstate") == 0) {
-        vm->globalstate = d;
-    }
-    return true;
+    return d && vm_add_device(vm, d, errp);
 }
 
 static bool setup_vm(Vm *vm, const Options *o, char **errp)
@@ -222,17 +194,12 @@ static bool setup_vm(Vm *vm, const Options *o, char **errp)
 
 static void teardown(Vm *vm)
 {
-    size_t i;
-
     migration_free(vm->mig);
     vm->mig = NULL;
     vm_workload_stop(vm);
     qmp_free(vm->qmp);
     vm->qmp = NULL;
-    for (i = 0; i < vm->n_devs; i++) {
-        device_free(vm->devs[i]);
-    }
-    free(vm->devs);
+    vm_free_devices(vm);
     if (vm->ram.host) {
         ram_block_destroy(&vm->ram);
     }

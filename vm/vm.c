@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "devindex.h"
 #include "qmp.h"
 #include "vm.h"
 
@@ -95,17 +96,86 @@ void vm_start(Vm *vm)
     vm_set_state(vm, RUN_STATE_RUNNING);
 }
 
+/*
+ * Instances count the devices that share a stream id, as in QEMU: they
+ * are 0..n-1, so the first free one is found by doubling, then halving.
+ */
+static uint32_t next_instance(const DevIndex *x, const char *id)
+{
+    uint32_t lo = 0, hi = 1;
+    size_t v;
+
+    while (hi < UINT32_MAX / 2 && dev_index_get(x, id, hi - 1, &v)) {
+        lo = hi;
+        hi *= 2;
+    }
+    hi--;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+
+        if (dev_index_get(x, id, mid, &v)) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+bool vm_add_device(Vm *vm, DeviceState *d, char **errp)
+{
+    DeviceState **nd;
+
+    if (!vm->dev_index && !(vm->dev_index = dev_index_new(16))) {
+        goto nomem;
+    }
+    d->instance = next_instance(vm->dev_index, d->id);
+    if (!release_apply(vm->release, d, errp)) {
+        device_free(d);
+        return false;
+    }
+    nd = realloc(vm->devs, (vm->n_devs + 1) * sizeof(*nd));
+    if (!nd) {
+        goto nomem;
+    }
+    vm->devs = nd;
+    if (!dev_index_put(vm->dev_index, d->id, d->instance, vm->n_devs, NULL)) {
+        goto nomem;     /* the instance was free: only memory can fail */
+    }
+    vm->devs[vm->n_devs++] = d;
+    if (strcmp(d->type->name, "globalstate") == 0) {
+        vm->globalstate = d;
+    }
+    return true;
+
+nomem:
+    device_free(d);
+    *errp = strdup("out of memory");
+    return false;
+}
+
 DeviceState *vm_find_device(Vm *vm, const char *id, uint32_t instance)
 {
     size_t i;
 
+    return vm->dev_index && dev_index_get(vm->dev_index, id, instance, &i)
+               ? vm->devs[i]
+               : NULL;
+}
+
+void vm_free_devices(Vm *vm)
+{
+    size_t i;
+
     for (i = 0; i < vm->n_devs; i++) {
-        if (vm->devs[i]->instance == instance &&
-            strcmp(vm->devs[i]->id, id) == 0) {
-            return vm->devs[i];
-        }
+        device_free(vm->devs[i]);
     }
-    return NULL;
+    free(vm->devs);
+    vm->devs = NULL;
+    vm->n_devs = 0;
+    vm->globalstate = NULL;
+    dev_index_free(vm->dev_index);
+    vm->dev_index = NULL;
 }
 
 /* ---- the guest ---- */

@@ -42,6 +42,7 @@ typedef struct Vm {
     RamBlock ram;               /* ram.host NULL: the machine has none */
     DeviceState **devs;
     size_t n_devs;
+    struct DevIndex *dev_index; /* (id, instance) -> index in devs */
     DeviceState *globalstate;   /* also in devs */
 
     /*
@@ -78,8 +79,15 @@ bool vm_is_running(Vm *vm);
 bool vm_workload_start(Vm *vm, char **errp);
 void vm_workload_stop(Vm *vm);
 
+/*
+ * Add @d (taking it; freed on failure) as the next instance of its stream
+ * id, with the release's settings applied.
+ */
+bool vm_add_device(Vm *vm, DeviceState *d, char **errp);
 /* Find a device by stream id and instance. */
 DeviceState *vm_find_device(Vm *vm, const char *id, uint32_t instance);
+/* Free the devices (at exit). */
+void vm_free_devices(Vm *vm);
 
 /*
  * x-query-guest-digest: SHA-256 over all RAM (hex into @ram) and all

@@ -119,6 +119,34 @@ class V2Test(MigrationCase):
     def test_v2_unix_workload(self):
         self.v2('unix', workload=True)
 
+    def test_v2_many_devices(self):
+        """3,000 devices of two kinds, each with state of its own, move
+        with the guest running and ticking them: every one arrives (the
+        digests cover device state) and both sides list them all.  The
+        device lookups, the DEVICE frames and the handshake snapshot
+        once cost time quadratic in the device count."""
+        devs = []
+        for i in range(1500):
+            devs += ['--device', 'serial,baud=%d' % (50 + i),
+                     '--device', 'rtc,base=%d' % (1700000000 + i)]
+        src = self.vm('src', '--memory', '16M', *devs, *WORKLOAD)
+        dst, addr = self.incoming('dst', '--memory', '16M', *devs)
+        self.assertTrue(self.workload_moves(src))
+        info, _ = self.migrate(src, dst, addr)
+        after = self.check_source_done(src)
+        self.assertEqual(dst.digest(), after)
+        for vm in (src, dst):
+            hs = handshake_info(vm)
+            self.assertEqual(hs['state'], 'complete')
+            ids = {(d['id'], d['instance'])
+                   for d in hs['device-versions']}
+            self.assertEqual(len(ids), len(hs['device-versions']))
+            self.assertIn(('serial', 1500), ids)
+            self.assertIn(('rtc', 1500), ids)
+            self.assertNotIn(('serial', 1501), ids)
+        self.quit_ok(src)
+        self.quit_ok(dst)
+
     def test_v2_file_backed_ram_with_mig2ctl_progress(self):
         """Guest RAM from --memory-file (every page data), watched with
         mig2ctl migrate-status, which exits 0 on completion."""

@@ -17,6 +17,8 @@
 
 #include "mig2/error.h"
 #include "device.h"
+#include "devindex.h"
+#include "vm.h"
 
 /* ---------------------------------------------------------------- */
 /* Helpers                                                           */
@@ -1523,6 +1525,83 @@ static void test_release_print(void **state)
     free(text);
 }
 
+/* The (id, instance) index: growth, duplicates, near misses. */
+static void test_dev_index(void **state)
+{
+    enum { N = 10000 };
+    static char ids[N][16];
+    DevIndex *x = dev_index_new(0);
+    size_t i, v;
+    bool nomem;
+
+    (void)state;
+    assert_non_null(x);
+    for (i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "dev%zu", i / 3);
+        assert_true(dev_index_put(x, ids[i], (uint32_t)(i % 3), i, &nomem));
+    }
+    for (i = 0; i < N; i++) {
+        assert_true(dev_index_get(x, ids[i], (uint32_t)(i % 3), &v));
+        assert_int_equal(v, i);
+    }
+    /* A key already there keeps its value. */
+    assert_false(dev_index_put(x, "dev7", 1, 99, &nomem));
+    assert_false(nomem);
+    assert_true(dev_index_get(x, "dev7", 1, &v));
+    assert_int_equal(v, 22);
+    /* The same id at another instance, the same instance elsewhere. */
+    assert_false(dev_index_get(x, "dev7", 3, &v));
+    assert_false(dev_index_get(x, "dev", 0, &v));
+    assert_false(dev_index_get(x, "dev99999", 0, &v));
+    dev_index_free(x);
+    dev_index_free(NULL);
+}
+
+/*
+ * Devices are numbered per stream id, 0..n-1, as QEMU numbers its
+ * instances; lookups go through the index; a device the release cannot
+ * have is refused and freed (ASan would see a leak or a double free).
+ */
+static void test_vm_add_device(void **state)
+{
+    Vm vm;
+    char *err = NULL;
+    int i;
+
+    (void)state;
+    memset(&vm, 0, sizeof(vm));
+    vm.release = release_current();
+    for (i = 0; i < 1000; i++) {
+        assert_true(vm_add_device(&vm, new_dev("serial", NULL), &err));
+    }
+    assert_true(vm_add_device(&vm, new_dev("rtc", NULL), &err));
+    assert_true(vm_add_device(&vm, new_dev("serial", "id=s1"), &err));
+    assert_true(vm_add_device(&vm, new_dev("globalstate", NULL), &err));
+    assert_null(err);
+    assert_int_equal(vm.n_devs, 1003);
+    for (i = 0; i < 1000; i++) {
+        DeviceState *d = vm_find_device(&vm, "serial", (uint32_t)i);
+
+        assert_ptr_equal(d, vm.devs[i]);
+        assert_int_equal(d->instance, i);
+    }
+    assert_null(vm_find_device(&vm, "serial", 1000));
+    assert_int_equal(vm_find_device(&vm, "rtc", 0)->instance, 0);
+    assert_ptr_equal(vm_find_device(&vm, "s1", 0), vm.devs[1001]);
+    assert_ptr_equal(vm.globalstate, vm.devs[1002]);
+
+    vm.release = release_find("1.0");
+    assert_false(vm_add_device(&vm, new_dev("e1000", NULL), &err));
+    assert_non_null(err);
+    free(err);
+    assert_int_equal(vm.n_devs, 1003);
+    assert_null(vm_find_device(&vm, "e1000", 0));
+
+    vm_free_devices(&vm);
+    assert_int_equal(vm.n_devs, 0);
+    assert_null(vm_find_device(&vm, "serial", 0));
+}
+
 static void test_machines(void **state)
 {
     const MachineDesc *none = machine_find("none");
@@ -1596,6 +1675,8 @@ int main(void)
         cmocka_unit_test(test_release_apply),
         cmocka_unit_test(test_release_print),
         cmocka_unit_test(test_machines),
+        cmocka_unit_test(test_dev_index),
+        cmocka_unit_test(test_vm_add_device),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
