@@ -16,7 +16,10 @@ data, created once per run and removed at the end) it measures:
      RAM byte, and the guest digests of both sides (a mismatch fails);
   3. if qemu-system-x86_64 is installed: QEMU 7.2 migrating the same RAM
      (-M pc -S, file-backed pc.ram, max-bandwidth 100 GiB/s), multifd off and
-     1, 2, 4 channels (set on both sides before migrate-incoming).
+     1, 2, 4 channels (set on both sides before migrate-incoming);
+  4. mig2 with --devices more devices (default 10,000) and 16 MiB of RAM:
+     setup time (the handshake of two large manifests) and downtime (mostly
+     device state), which grow with the device count.
 
 Configurations are interleaved (every configuration once per repetition),
 so slow drift of the machine hits all of them alike, and within a
@@ -41,7 +44,7 @@ Usage: scripts/bench-migrate.py [--reps N] [--size SIZE] [--quick]
            [--json FILE] [--tree DIR] [--channels 1,2,4]
            [--prealloc off|on|both] [--no-qemu] [--timeout SEC]
            [--pretouch SIZE] [--quiet-wait SEC] [--noisy-retries N]
-           [--verbose]
+           [--devices N] [--verbose]
 
 Python 3 standard library only.
 """
@@ -65,6 +68,9 @@ MiB = 1 << 20
 # the reference figures were taken with 100 GiB/s).
 QEMU_MAX_BANDWIDTH = 100 * GiB
 POLL_S = 0.02
+
+# Guest RAM of the many-devices runs (--devices).
+DEVICES_RAM = 16 * MiB
 
 TARGET_QEMU_RATIO = 1.5
 TARGET_BARE_RATIO = 0.85
@@ -538,19 +544,29 @@ class Bench:
 
     # -- 2. mig2 -------------------------------------------------------------
 
-    def mig2(self, channels, prealloc):
-        """@channels None: multifd off."""
+    def mig2(self, channels, prealloc, devices=0):
+        """@channels None: multifd off.  @devices: that many more devices
+        on both sides (serial and rtc, each with state of its own) and
+        DEVICES_RAM of guest RAM instead of the RAM file, for what the
+        device count costs: setup (handshake) and downtime (state)."""
         o = self.o
         d = self.rundir("mig2")
-        size_arg = "%dM" % (o.size // MiB)
+        size = DEVICES_RAM if devices else o.size
+        size_arg = "%dM" % (size // MiB)
         src_sock = os.path.join(d, "src.qmp")
         dst_sock = os.path.join(d, "dst.qmp")
+        extra = []
+        for i in range(devices):
+            extra += ["--device", "serial,baud=%d" % (50 + i)
+                      if i % 2 else "rtc,base=%d" % (1700000000 + i)]
         dst_argv = [o.vm, "--name", "dst", "--qmp", "unix:" + dst_sock,
-                    "--memory", size_arg, "--incoming", "defer"]
+                    "--memory", size_arg, "--incoming", "defer"] + extra
         if prealloc:
             dst_argv.append("--mem-prealloc")
         src_argv = [o.vm, "--name", "src", "--qmp", "unix:" + src_sock,
-                    "--memory", size_arg, "--memory-file", self.ram]
+                    "--memory", size_arg] + extra
+        if not devices:
+            src_argv += ["--memory-file", self.ram]
         started = []
         qmps = []
         grace = 0.0
@@ -597,7 +613,7 @@ class Bench:
                 params["multifd-channels"] = channels
             sq.cmd("migrate-set-parameters", params)
 
-            pt = self.warm_up(o.pretouch)
+            pt = self.warm_up(0 if devices else o.pretouch)
             cpu0 = (proc_cpu(src.pid), proc_cpu(dst.pid))
             busy0, self0 = machine_busy()[0], self_cpu()
             socks = sockets_of(dst.pid)
@@ -631,9 +647,10 @@ class Bench:
             total = info.get("total-time") or 0
             if channels is not None and neg.get("multifd") is False:
                 note.append("multifd not negotiated")
-            r = run_record(o.size, info, total, conns, src_done, dst_done,
+            r = run_record(size, info, total, conns, src_done, dst_done,
                            cpu0, cpu1, pt, other, quiet)
             r.update({
+                "devices": len(hs.get("device-versions", [])),
                 "round_trips": hs.get("round-trips"),
                 "negotiated": neg,
                 "digest": sd.get("digest"),
@@ -777,6 +794,8 @@ def distinct(runs, key):
 
 
 def config_name(kind, channels, prealloc=None):
+    if kind == "devices":
+        return "%d more devices" % channels
     if kind == "mig2":
         base = "multifd off" if channels is None else "multifd %d" % channels
         return "%s%s" % (base, ", dst prealloc" if prealloc else "")
@@ -975,6 +994,26 @@ def print_table(res, opts):
     if opts.size != GiB:
         w("   (the targets are defined for 1 GiB; this run used %.2f GiB)"
           % size_gib)
+    if opts.devices:
+        w("")
+        w("6. Many devices: mig2 with %d more devices (serial and rtc) on "
+          "both sides, %d MiB of RAM, multifd off" % (opts.devices,
+                                                      DEVICES_RAM // MiB))
+        w("   %-26s %-18s %-18s %-18s %s" % ("", "setup ms", "downtime ms",
+                                            "total ms", "devices"))
+        rs = res["devices"].get((opts.devices,), [])
+        if rs:
+            w("   %-26s %-18s %-18s %-18s %s" % (
+                config_name("devices", opts.devices),
+                fmt(stat(rs, "setup_ms"), "%.0f"),
+                fmt(stat(rs, "downtime_ms"), "%.0f"),
+                fmt(stat(rs, "total_ms"), "%.0f"), distinct(rs, "devices")))
+        else:
+            w("   %-26s no successful run" % config_name("devices",
+                                                      opts.devices))
+        w("   setup: the handshake (both manifests); downtime: mostly "
+          "device state.")
+
     if res["failures"]:
         w("")
         w("FAILED RUNS (%d):" % len(res["failures"]))
@@ -1005,6 +1044,7 @@ def jsonable(res, opts, targets):
                      lambda k: {"multifd-channels": k[0],
                                 "dst-prealloc": k[1]}),
         "qemu": runs(res["qemu"], lambda k: {"multifd-channels": k[0]}),
+        "devices": runs(res["devices"], lambda k: {"more-devices": k[0]}),
         "qemu_skipped": res.get("qemu_skipped"),
         "targets": targets,
         "failures": res["failures"],
@@ -1057,6 +1097,9 @@ def main():
                     help="repeat a run up to this many times when other "
                          "processes used more than 10%% of a CPU during "
                          "it (default 2)")
+    ap.add_argument("--devices", type=int, default=None,
+                    help="also migrate a VM with this many more devices "
+                         "(default 10000, --quick: 1000; 0 skips it)")
     ap.add_argument("--verbose", action="store_true",
                     help="print every run's result as it finishes")
     opts = ap.parse_args()
@@ -1067,6 +1110,8 @@ def main():
         opts.channels = opts.channels or [1, 2]
         opts.prealloc = opts.prealloc or "off"
         opts.timeout = opts.timeout or 60
+        opts.devices = 1000 if opts.devices is None else opts.devices
+    opts.devices = 10000 if opts.devices is None else opts.devices
     opts.size = opts.size or GiB
     opts.reps = 3 if opts.reps is None else opts.reps
     opts.channels = opts.channels or [1, 2, 4]
@@ -1106,8 +1151,8 @@ def main():
     signal.signal(signal.SIGHUP, on_signal)
     procs = Procs()
     bench = Bench(opts, procs)
-    res = {"rawcopy": {}, "mig2": {}, "qemu": {}, "failures": [],
-           "failed": {}, "discarded": []}
+    res = {"rawcopy": {}, "mig2": {}, "qemu": {}, "devices": {},
+           "failures": [], "failed": {}, "discarded": []}
     if not opts.qemu:
         res["qemu_skipped"] = ("--no-qemu" if opts.no_qemu else
                                "qemu-system-x86_64 is not installed")
@@ -1173,6 +1218,9 @@ def main():
                     record("mig2", (c, p), rep, bench.mig2, c, p)
                 if opts.qemu:
                     record("qemu", (c,), rep, bench.qemu, c)
+            if opts.devices:
+                record("devices", (opts.devices,), rep, bench.mig2, None,
+                       False, opts.devices)
             for n in opts.channels:
                 record("rawcopy", ("hot", n), rep, bench.rawcopy, "hot", n)
             for n in opts.channels:

@@ -15,7 +15,8 @@
 #     guest RAM -- the bare limit (bench/rawcopy, 1/2/4 loopback TCP
 #     streams), mig2 v2 between two mig2-vm processes (multifd off and
 #     1/2/4 channels) and, when qemu-system-x86_64 is installed, QEMU 7.2
-#     -- medians of 5 runs, ratios and the issue-4 targets.  A few minutes.
+#     -- medians of 5 runs, ratios and the issue-4 targets -- and a
+#     VM with 10,000 more devices (setup time and downtime).  A few minutes.
 #
 # Environment: MIG2_BENCH_TREE (default build-release),
 #              MIG2_BENCH_SIZES (default 10,100,1000,10000),
