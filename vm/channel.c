@@ -291,6 +291,7 @@ int chan_wait(Chan *c, int fd, short events, char **errp)
         return -1;
     }
     if (n == 0) {
+        c->stalled = true;
         *errp = errf("the peer sent nothing for %d ms (stall deadline)",
                      c->stall_ms);
         return 0;

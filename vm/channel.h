@@ -69,6 +69,7 @@ typedef struct Chan {
      * copied out of the buffer instead of read in place.
      */
     bool readahead;
+    bool stalled;           /* a wait ran out of its stall deadline */
 } Chan;
 
 void chan_init(Chan *c, int rfd, int wfd, int cancel_fd, int stall_ms);

@@ -1615,7 +1615,7 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
     Mig2Engine *e = v2_handshake(m, c, true, errp);
     Multifd *f = NULL;
     unsigned nchan;
-    bool ok = true, told;
+    bool ok = true, told, stalled;
 
     if (!e) {
         return false;
@@ -1636,6 +1636,8 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
         ok = f != NULL;
     }
     ok = ok && send_state(m, c, e, f, errp) && wait_done(c, errp);
+    /* Our own stall deadline ended it (salvaging below may stall too). */
+    stalled = c->stalled;
     /* The destination said why, or broke the protocol and was told so. */
     told = !ok && (main_peer_error(*errp) ||
                    (*errp && strncmp(*errp, DEST_BROKE,
@@ -1647,6 +1649,7 @@ bool mig_v2_source(Migration *m, Chan *c, char **errp)
     if (!ok && mig2_engine_state(e) == MIG2_STATE_COMPLETE && !told) {
         /* Tell the destination why we stop, if it still listens. */
         mig_send_error(c, mig_cancelled(m) ? MIG2_WIRE_CANCELLED
+                          : stalled        ? MIG2_WIRE_TIMEOUT
                                            : MIG2_WIRE_INTERNAL,
                        *errp ? *errp : "source failed");
     }
@@ -2200,6 +2203,9 @@ static bool v2_load(Migration *m, Chan *c, const Mig2Engine *e,
         /* quit or a signal: the source learns why instead of a reset. */
         mig_send_error(c, MIG2_WIRE_CANCELLED,
                        "the destination is shutting down");
+    } else if (!ok && c->stalled && !digest) {
+        /* Our deadline found it: say so (spec 15.5), not just close. */
+        mig_send_error(c, MIG2_WIRE_TIMEOUT, *errp);
     }
     free(werr);
     free(ls.loaded);

@@ -84,7 +84,8 @@ class ChaosProxy:
     PID, exit code 0 required) and checked for sanitizer reports at the
     test's cleanup."""
 
-    def __init__(self, test, name, target_port, rules, log_frames=0):
+    def __init__(self, test, name, target_port, rules, log_frames=0,
+                 buffer=None):
         self.name = name
         self.tmpdir = test.tmp
         self.rc = None
@@ -92,6 +93,8 @@ class ChaosProxy:
         args = [PROXY, '--target', '127.0.0.1:%d' % target_port]
         if log_frames:
             args += ['--log-frames', str(log_frames)]
+        if buffer:
+            args += ['--buffer', str(buffer)]
         for r in rules:
             args += ['--rule', r]
         self._log = open(self.log_path, 'wb')
@@ -192,9 +195,10 @@ class FaultCase(VmTestCase):
             'exit-on-error': exit_on_error})
         return dst, dst.incoming_port()
 
-    def proxy(self, port, rules, log_frames=0):
+    def proxy(self, port, rules, log_frames=0, buffer=None):
         self.n += 1
-        return ChaosProxy(self, 'proxy%d' % self.n, port, rules, log_frames)
+        return ChaosProxy(self, 'proxy%d' % self.n, port, rules, log_frames,
+                          buffer)
 
     def handshake_units(self):
         """The main channel's handshake flights as they cross the wire:
@@ -227,7 +231,7 @@ class FaultCase(VmTestCase):
 
     def run_fault(self, src, rules, action, src_reason, dst_reason,
                   exit_on_error=True, dst_waits=False, dst_params=None,
-                  check=None):
+                  check=None, proxy_buffer=None):
         """Migrate @src through a proxy with @rules and check the failure.
 
         @src_reason and @dst_reason are regular expressions the source's
@@ -242,7 +246,7 @@ class FaultCase(VmTestCase):
         src.qmp.events = []
         dst, port = self.destination(name, exit_on_error, dst_params)
         dst_before = dst.digest()
-        p = self.proxy(port, rules)
+        p = self.proxy(port, rules, buffer=proxy_buffer)
         t0 = time.monotonic()
         src.execute('migrate', migrate_args(p.addr()))
         info = wait_migration(src, FINAL_STATUSES, timeout=scaled(30))
@@ -651,6 +655,19 @@ class StallTest(FaultCase):
                 self.run_fault(src, [rule], 'stall', sr, dr,
                                exit_on_error=i % 2 == 0, dst_params=params,
                                check=self.timed(0.9 * s))
+        self.quit_ok(src)
+
+    def test_stall_found_by_destination(self):
+        """The proxy takes in all the RAM and forwards 4 MiB of it: the
+        source has sent everything and waits for SYNC_ACK, so the
+        destination's deadline passes first.  It says so in an ERROR
+        timeout, which the source shows (spec 15.5), instead of only
+        closing the connection."""
+        src = self.source(stall_ms=STALL_MS, multifd=0)
+        self.run_fault(src, ['conn=main,dir=c2s,stall,at=4M'], 'stall',
+                       r'destination reported .*\(timeout\).*stall deadline',
+                       STALL, proxy_buffer=4 * RAM,
+                       check=self.timed(0.9 * STALL_MS / 1000.0))
         self.quit_ok(src)
 
     def test_stall_extra_channel(self):
