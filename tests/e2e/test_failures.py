@@ -52,6 +52,10 @@ class InterruptedCase(VmTestCase):
         self.assertNotIn('error-desc', info)
         self.assertEqual(info['ram']['total'], RAM)
         self.assertEqual(src.status(), 'postmigrate')
+        # DONE reaches the source before the destination has switched
+        # its run state: wait for its own end of the migration first.
+        dinfo = wait_migration(dst, FINAL_STATUSES)
+        self.assertEqual(dinfo['status'], 'completed', dinfo)
         self.assertIn(dst.status(), ('running', 'paused'))
         self.assertEqual(dst.digest(), src.digest())
         self.quit_ok(dst)

@@ -167,6 +167,7 @@ class V2Test(MigrationCase):
         self.check_stats(info)
         self.assertGreaterEqual(info['ram']['normal'], MEM // 4096, info)
         after = self.check_source_done(src)
+        wait_migration(dst, FINAL_STATUSES)
         self.assertEqual(dst.status(), 'running')
         self.assertEqual(dst.digest(), after)
         self.quit_ok(src)
@@ -302,6 +303,7 @@ class V2Test(MigrationCase):
                 self.assertEqual(info['ram']['normal'], 0)
                 self.assertIn('downtime', info)
                 after = self.check_source_done(src)
+                wait_migration(dst, FINAL_STATUSES)
                 self.assertEqual(dst.status(), 'running')
                 self.assertEqual(dst.digest(), after)
                 if mode == 'handshake':

@@ -184,6 +184,7 @@ class QmpErrorTest(VmTestCase):
         src.execute('migrate', migrate_args(addr))
         self.assertEqual(wait_migration(src, FINAL_STATUSES)['status'],
                          'completed')
+        wait_migration(dst, FINAL_STATUSES)
         self.assertEqual(dst.status(), 'running')
         self.assertEqual(dst.digest(), src.digest())
         self.quit_ok(src)
@@ -281,6 +282,7 @@ class QmpErrorTest(VmTestCase):
             tcp_addr('127.0.0.1', dst.incoming_port())))
         self.assertEqual(wait_migration(src, FINAL_STATUSES)['status'],
                          'completed')
+        wait_migration(dst, FINAL_STATUSES)
         self.assertEqual(dst.status(), 'running')
         self.assertEqual(dst.digest(), src.digest())
         self.quit_ok(src)
@@ -371,6 +373,7 @@ class DuringMigrationTest(VmTestCase):
         self.assertEqual(info['status'], 'completed', info)
         self.assertGreaterEqual(info['ram']['normal'], 128 * MiB // 4096)
         self.assertEqual(src.status(), 'postmigrate')
+        wait_migration(dst, FINAL_STATUSES)
         self.assertEqual(dst.status(), 'running')
         self.assertEqual(dst.digest(), src.digest())
         self.assertEqual(dst2.query_migrate()['status'], 'setup')
