@@ -73,13 +73,8 @@ void fuzz_vm_init(Vm *vm)
 
 void fuzz_vm_fini(Vm *vm)
 {
-    size_t i;
-
     migration_free(vm->mig);
-    for (i = 0; i < vm->n_devs; i++) {
-        device_free(vm->devs[i]);
-    }
-    free(vm->devs);
+    vm_free_devices(vm);
     ram_block_destroy(&vm->ram);
     free(vm->build);
     free(vm->name);
