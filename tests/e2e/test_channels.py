@@ -177,17 +177,6 @@ class ChannelCase(VmTestCase):
         params['multifd-channels'] = channels
         src.execute('migrate-set-parameters', params)
 
-    def migrate(self, src, dst, addr):
-        """Run a migration to completion; return both final query-migrate."""
-        src.execute('migrate', migrate_args(addr))
-        info = wait_migration(src, FINAL_STATUSES)
-        self.assertEqual(info['status'], 'completed',
-                         '%r\nsource stderr: %s\ndestination stderr: %s'
-                         % (info, src.stderr(), dst.stderr()))
-        dinfo = wait_migration(dst, FINAL_STATUSES)
-        self.assertEqual(dinfo['status'], 'completed', dinfo)
-        return info, dinfo
-
     def check_done(self, src, dst, ram=RAM, info=None):
         """Run states and digests after a completed migration; returns the
         (common) digest."""

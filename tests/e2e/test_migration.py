@@ -19,18 +19,6 @@ WORKLOAD = ('--workload', 'dirty-rate=2000')
 
 class MigrationCase(VmTestCase):
 
-    def migrate(self, src, dst, addr, mode='handshake'):
-        """Run a migration to completion; return the source's and the
-        destination's final query-migrate."""
-        src.execute('migrate', migrate_args(addr, mode))
-        info = wait_migration(src, FINAL_STATUSES)
-        self.assertEqual(info['status'], 'completed',
-                         '%r\nsource stderr: %s\ndestination stderr: %s'
-                         % (info, src.stderr(), dst.stderr()))
-        dinfo = wait_migration(dst, FINAL_STATUSES)
-        self.assertEqual(dinfo['status'], 'completed', dinfo)
-        return info, dinfo
-
     def check_stats(self, info, ram_size=MEM):
         self.assertEqual(info['status'], 'completed')
         ram = info['ram']

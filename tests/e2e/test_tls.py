@@ -241,13 +241,7 @@ class TlsCase(VmTestCase):
 
     def migrate_ok(self, src, dst, addr, mode='handshake'):
         before = src.digest()
-        src.execute('migrate', migrate_args(addr, mode))
-        info = wait_migration(src, FINAL_STATUSES)
-        self.assertEqual(info['status'], 'completed',
-                         '%r\nsource stderr: %s\ndestination stderr: %s'
-                         % (info, src.stderr(), dst.stderr()))
-        dinfo = wait_migration(dst, FINAL_STATUSES)
-        self.assertEqual(dinfo['status'], 'completed', dinfo)
+        info, dinfo = self.migrate(src, dst, addr, mode)
         self.assertEqual(src.status(), 'postmigrate')
         self.assertEqual(dst.status(), 'running')
         self.assertEqual(dst.digest(), before)

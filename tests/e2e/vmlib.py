@@ -677,6 +677,18 @@ class VmTestCase(unittest.TestCase):
         if text:
             self.fail('%s: sanitizer report:\n%s' % (proc.name, text[-6000:]))
 
+    def migrate(self, src, dst, addr, mode='handshake'):
+        """Run a migration to completion; return the source's and the
+        destination's final query-migrate."""
+        src.execute('migrate', migrate_args(addr, mode))
+        info = wait_migration(src, FINAL_STATUSES)
+        self.assertEqual(info['status'], 'completed',
+                         '%r\nsource stderr: %s\ndestination stderr: %s'
+                         % (info, src.stderr(), dst.stderr()))
+        dinfo = wait_migration(dst, FINAL_STATUSES)
+        self.assertEqual(dinfo['status'], 'completed', dinfo)
+        return info, dinfo
+
     def quit_ok(self, vm):
         """Stop @vm with QMP quit and require exit code 0 (catches
         sanitizer reports, which make the process exit non-zero)."""
