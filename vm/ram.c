@@ -202,10 +202,29 @@ void ram_zero_page(RamBlock *b, uint64_t off)
 
 void ram_map_range(RamBlock *b, uint64_t first, uint64_t last)
 {
-    if (first <= last && last < b->n_pages) {
+    uint8_t *start;
+    uint64_t len, off;
+
+    if (first > last || last >= b->n_pages) {
+        return;
+    }
+    start = b->host + first * RAM_PAGE_SIZE;
+    len = (last - first + 1) * RAM_PAGE_SIZE;
+    if (!b->file_backed) {
         /* Errors only mean the pages fault in later, as without this. */
-        (void)madvise(b->host + first * RAM_PAGE_SIZE,
-                      (last - first + 1) * RAM_PAGE_SIZE, MADV_POPULATE_READ);
+        (void)madvise(start, len, MADV_POPULATE_READ);
+        return;
+    }
+    /*
+     * A read fault on a file mapping maps its whole (aligned) fault-around
+     * window from the page cache, so one load per window maps the range;
+     * MADV_POPULATE_READ walks it page by page and cost 1.6-1.9x as much
+     * (see ram.h).
+     */
+    for (off = 0; off < len;
+         off = ((uintptr_t)(start + off) / RAM_FAULT_AROUND + 1) *
+                   RAM_FAULT_AROUND - (uintptr_t)start) {
+        (void)((const volatile uint8_t *)start)[off];
     }
 }
 
