@@ -404,7 +404,7 @@ class RogueTest(ChannelCase):
         self.assertEqual(src.query_migrate()['status'], 'active')
         self.assertEqual(dst.query_migrate()['status'], 'active')
 
-        info, dinfo = self.migrate_wait(src, dst)
+        info, dinfo = self.wait_completed(src, dst)
         self.assertEqual(self.check_done(src, dst, ram=self.ROGUE_RAM,
                                          info=info), before)
         self.assertEqual([r for r, _ in self.rejected(dinfo)],
@@ -414,15 +414,6 @@ class RogueTest(ChannelCase):
         self.check_dest_multifd(dst, 2)
         self.quit_ok(src)
         self.quit_ok(dst)
-
-    def migrate_wait(self, src, dst):
-        info = wait_migration(src, FINAL_STATUSES)
-        self.assertEqual(info['status'], 'completed',
-                         '%r\nsource stderr: %s\ndestination stderr: %s'
-                         % (info, src.stderr(), dst.stderr()))
-        dinfo = wait_migration(dst, FINAL_STATUSES)
-        self.assertEqual(dinfo['status'], 'completed', dinfo)
-        return info, dinfo
 
     def test_duplicate_and_extra_channels(self):
         """The source itself, once joined, opens a channel with an index

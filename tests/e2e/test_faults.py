@@ -34,10 +34,11 @@ import threading
 import time
 import unittest
 
-from vmlib import (FINAL_STATUSES, MiB, ROOT, VmTestCase, _die_with_parent,
-                   channels, handshake_info, make_memory_file, migrate_args,
-                   sanitizer_env, sanitizer_reports, scaled, tcp_addr,
-                   wait_migration, wait_transferred)
+from vmlib import (FINAL_STATUSES, LoopbackServer, MiB, ROOT, VmTestCase,
+                   _die_with_parent, channels, handshake_info,
+                   make_memory_file, migrate_args, sanitizer_env,
+                   sanitizer_reports, scaled, tcp_addr, wait_migration,
+                   wait_transferred)
 
 PROXY = os.environ.get('MIG2_CHAOS_PROXY') or os.path.join(
     ROOT, 'build', 'tests', 'tools', 'chaos-proxy')
@@ -285,39 +286,19 @@ class FaultCase(VmTestCase):
         return info
 
 
-class EchoServer:
+class EchoServer(LoopbackServer):
     """A TCP server that echoes every connection and keeps what each one
     sent, in accept order."""
 
     def __init__(self, test):
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.bind(('127.0.0.1', 0))
-        self.ls.listen(16)
-        self.ls.settimeout(0.05)
-        self.port = self.ls.getsockname()[1]
-        self.stop = threading.Event()
         self.got = []
-        self.threads = []
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-        self.threads.append(t)
+        super().__init__(poll=0.05)
         test.addCleanup(self.close)
 
-    def _accept(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            c.settimeout(None)
-            buf = bytearray()
-            self.got.append(buf)
-            t = threading.Thread(target=self._echo, args=(c, buf),
-                                 daemon=True)
-            t.start()
-            self.threads.append(t)
+    def serve(self, c):
+        buf = bytearray()
+        self.got.append(buf)
+        self.spawn(self._echo, c, buf)
 
     @staticmethod
     def _echo(c, buf):
@@ -333,12 +314,6 @@ class EchoServer:
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.stop.set()
-        self.ls.close()
-        for t in self.threads:
-            t.join(5)
 
 
 class ProxyTest(VmTestCase):

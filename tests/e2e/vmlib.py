@@ -213,7 +213,55 @@ def free_tcp_port():
         s.close()
 
 
-class TcpRelay:
+class LoopbackServer:
+    """A TCP server on 127.0.0.1 (listening on .port): an accept thread
+    hands each client to serve(conn), which subclasses define.  Subclasses
+    set what serve() needs before calling __init__, which starts
+    accepting.  close() stops accepting, calls close_connections() and
+    joins every thread started with spawn()."""
+
+    def __init__(self, poll=0.1):
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(16)
+        self.ls.settimeout(poll)
+        self.port = self.ls.getsockname()[1]
+        self.stop = threading.Event()
+        self.threads = []
+        self.spawn(self._accept)
+
+    def spawn(self, target, *args):
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            self.serve(c)
+
+    def serve(self, conn):
+        raise NotImplementedError
+
+    def close_connections(self):
+        """Between the listener's close and the joins: end what serve()
+        left open, so that its threads return."""
+
+    def close(self):
+        self.stop.set()
+        self.ls.close()
+        self.close_connections()
+        for t in self.threads:
+            t.join(5)
+
+
+class TcpRelay(LoopbackServer):
     """A TCP relay on 127.0.0.1 (listening on .port) in front of
     127.0.0.1:@target_port: each client gets its own connection to the
     target and two threads pump the bytes.  @watch(index, to_target), called
@@ -224,39 +272,21 @@ class TcpRelay:
     def __init__(self, target_port, watch=None):
         self.target = ('127.0.0.1', int(target_port))
         self.watch = watch
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.bind(('127.0.0.1', 0))
-        self.ls.listen(16)
-        self.ls.settimeout(0.1)
-        self.port = self.ls.getsockname()[1]
         self.socks = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
+        self.index = 0
+        super().__init__()
 
-    def _accept(self):
-        index = 0
-        while not self.stop.is_set():
-            try:
-                c, _ = self.ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            c.settimeout(None)
-            try:
-                u = socket.create_connection(self.target)
-            except OSError:
-                c.close()
-                continue
-            self.socks += [c, u]
-            for a, b, up in ((c, u, True), (u, c, False)):
-                feed = self.watch(index, up) if self.watch else None
-                t = threading.Thread(target=self._pump, args=(a, b, feed),
-                                     daemon=True)
-                t.start()
-                self.threads.append(t)
-            index += 1
+    def serve(self, c):
+        try:
+            u = socket.create_connection(self.target)
+        except OSError:
+            c.close()
+            return
+        self.socks += [c, u]
+        for a, b, up in ((c, u, True), (u, c, False)):
+            feed = self.watch(self.index, up) if self.watch else None
+            self.spawn(self._pump, a, b, feed)
+        self.index += 1
 
     @staticmethod
     def _pump(a, b, feed):
@@ -282,17 +312,13 @@ class TcpRelay:
             if feed:
                 feed(b'')
 
-    def close(self):
-        self.stop.set()
-        self.ls.close()
+    def close_connections(self):
         for s in self.socks:
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             s.close()
-        for t in self.threads:
-            t.join(5)
 
 
 def tcp_addr(host, port):
@@ -681,6 +707,11 @@ class VmTestCase(unittest.TestCase):
         """Run a migration to completion; return the source's and the
         destination's final query-migrate."""
         src.execute('migrate', migrate_args(addr, mode))
+        return self.wait_completed(src, dst)
+
+    def wait_completed(self, src, dst):
+        """Wait for a started migration to end on both sides, require
+        'completed' on each; return both final query-migrate."""
         info = wait_migration(src, FINAL_STATUSES)
         self.assertEqual(info['status'], 'completed',
                          '%r\nsource stderr: %s\ndestination stderr: %s'
