@@ -832,6 +832,25 @@ static void propose(Mig2Profile *sp, const CfgWant *want, size_t n)
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
+/*
+ * Propose @want on @sp, run the handshake against @dp (@chunk bytes per
+ * step, 0: whole), require it complete with exactly @want on both sides,
+ * then free the pair and both profiles.
+ */
+static void negotiate_expect(Mig2Profile *sp, Mig2Profile *dp,
+                             const CfgWant *want, size_t n, size_t chunk)
+{
+    Pair p;
+
+    propose(sp, want, n);
+    pair_run(&p, sp, dp, chunk);
+    assert_complete(&p);
+    assert_config(&p, want, n);
+    pair_free(&p);
+    mig2_profile_free(sp);
+    mig2_profile_free(dp);
+}
+
 static void test_config_fresh_destination(void **state)
 {
     const CfgWant want[] = {
@@ -902,7 +921,6 @@ static void test_config_clamp(void **state)
           false },
     };
     Mig2Profile *sp = base_profile(true), *dp = base_profile(false);
-    Pair p;
 
     (void)state;
     assert_int_equal(mig2_profile_policy_clamp(dp, "multifd-channels", 4),
@@ -919,13 +937,7 @@ static void test_config_clamp(void **state)
     /* Clamping a bool makes no sense. */
     assert_int_equal(mig2_profile_policy_clamp(dp, "postcopy-ram", 1),
                      MIG2_ERR_INVALID_ARG);
-    propose(sp, want, N_OF(want));
-    pair_run(&p, sp, dp, 1);
-    assert_complete(&p);
-    assert_config(&p, want, N_OF(want));
-    pair_free(&p);
-    mig2_profile_free(sp);
-    mig2_profile_free(dp);
+    negotiate_expect(sp, dp, want, N_OF(want), 1);
 }
 
 /*
@@ -946,7 +958,6 @@ static void test_config_registered_max(void **state)
     };
     Mig2Profile *sp, *dp;
     size_t i;
-    Pair p;
 
     (void)state;
     assert_int_equal(mig2_config_registry_find("multifd-channels")->max_u,
@@ -968,13 +979,7 @@ static void test_config_registered_max(void **state)
                                                        cases[i].policy),
                              MIG2_OK);
         }
-        propose(sp, want, N_OF(want));
-        pair_run(&p, sp, dp, 3);
-        assert_complete(&p);
-        assert_config(&p, want, N_OF(want));
-        pair_free(&p);
-        mig2_profile_free(sp);
-        mig2_profile_free(dp);
+        negotiate_expect(sp, dp, want, N_OF(want), 3);
     }
 
     sp = base_profile(true);
@@ -1004,7 +1009,6 @@ static void test_config_refuse(void **state)
         { "multifd-channels", V_U64(3), V_U64(2), MIG2_CFG_REFUSED, false },
     };
     Mig2Profile *sp = base_profile(true), *dp = base_profile(false);
-    Pair p;
 
     (void)state;
     assert_int_equal(mig2_profile_policy_refuse(dp, "postcopy-ram"), MIG2_OK);
@@ -1019,13 +1023,7 @@ static void test_config_refuse(void **state)
                      MIG2_OK);
     assert_int_equal(mig2_profile_policy_refuse(dp, "multifd-channels"),
                      MIG2_OK);
-    propose(sp, want, N_OF(want));
-    pair_run(&p, sp, dp, 7);
-    assert_complete(&p);
-    assert_config(&p, want, N_OF(want));
-    pair_free(&p);
-    mig2_profile_free(sp);
-    mig2_profile_free(dp);
+    negotiate_expect(sp, dp, want, N_OF(want), 7);
 }
 
 static void test_config_unknown(void **state)
@@ -1043,7 +1041,6 @@ static void test_config_unknown(void **state)
         { "xbzrle", V_BOOL(true), V_BOOL(true), MIG2_CFG_UNKNOWN, false },
     };
     Mig2Profile *sp = base_profile(true), *dp = base_profile(false);
-    Pair p;
 
     (void)state;
     assert_int_equal(mig2_profile_know_config(dp, "multifd-channels"),
@@ -1053,13 +1050,7 @@ static void test_config_unknown(void **state)
     assert_int_equal(mig2_profile_know_config(dp, "x-vendor-knob"),
                      MIG2_ERR_INVALID_ARG);
     assert_int_equal(mig2_profile_policy_refuse(dp, "xbzrle"), MIG2_OK);
-    propose(sp, want, N_OF(want));
-    pair_run(&p, sp, dp, 0);
-    assert_complete(&p);
-    assert_config(&p, want, N_OF(want));
-    pair_free(&p);
-    mig2_profile_free(sp);
-    mig2_profile_free(dp);
+    negotiate_expect(sp, dp, want, N_OF(want), 0);
 }
 
 static void test_config_bad_type(void **state)
@@ -1077,18 +1068,11 @@ static void test_config_bad_type(void **state)
           MIG2_CFG_BAD_TYPE, false },
     };
     Mig2Profile *sp = base_profile(true), *dp = base_profile(false);
-    Pair p;
 
     (void)state;
     assert_int_equal(mig2_profile_policy_clamp(dp, "max-bandwidth", 10),
                      MIG2_OK);
-    propose(sp, want, N_OF(want));
-    pair_run(&p, sp, dp, 0);
-    assert_complete(&p);
-    assert_config(&p, want, N_OF(want));
-    pair_free(&p);
-    mig2_profile_free(sp);
-    mig2_profile_free(dp);
+    negotiate_expect(sp, dp, want, N_OF(want), 0);
 }
 
 /* Each REQUIRED item that is not accepted fails the handshake alone. */
