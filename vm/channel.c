@@ -625,10 +625,7 @@ static void set_nonblock(int fd)
     }
 }
 
-/*
- * Buffer sizes are left to the kernel: fixing SO_SNDBUF/SO_RCVBUF turns
- * off TCP autotuning, which measured 15-20% slower on loopback.
- */
+/* Receive buffers, and send buffers to other hosts, are autotuned. */
 static void tune_socket(int fd, bool tcp)
 {
     int one = 1;
@@ -637,6 +634,54 @@ static void tune_socket(int fd, bool tcp)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     set_nonblock(fd);
+}
+
+bool chan_same_host(const struct sockaddr *local, const struct sockaddr *peer)
+{
+    if (local->sa_family != peer->sa_family) {
+        return false;
+    }
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *l = (const struct sockaddr_in *)local;
+        const struct sockaddr_in *p = (const struct sockaddr_in *)peer;
+
+        return (ntohl(p->sin_addr.s_addr) >> 24) == 127 ||
+               l->sin_addr.s_addr == p->sin_addr.s_addr;
+    }
+    if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *l = (const struct sockaddr_in6 *)local;
+        const struct sockaddr_in6 *p = (const struct sockaddr_in6 *)peer;
+
+        return IN6_IS_ADDR_LOOPBACK(&p->sin6_addr) ||
+               (IN6_IS_ADDR_V4MAPPED(&p->sin6_addr) &&
+                p->sin6_addr.s6_addr[12] == 127) ||
+               IN6_ARE_ADDR_EQUAL(&l->sin6_addr, &p->sin6_addr);
+    }
+    return false;
+}
+
+/*
+ * A bulk sender's TCP connection to this same host gets a small fixed
+ * send buffer.  There the receiver copies out what the sender has just
+ * written, and a buffer the size of a CPU cache keeps those bytes in the
+ * cache; autotuning grows it to tcp_wmem's maximum (4 MiB by default),
+ * and the receiver then reads most of them from memory.  Between hosts
+ * the buffer has to cover the bandwidth-delay product instead, so there
+ * autotuning stays.
+ */
+bool chan_tune_bulk_sender(Chan *c)
+{
+    struct sockaddr_storage local, peer;
+    socklen_t ll = sizeof(local), pl = sizeof(peer);
+    int size = CHAN_LOCAL_SNDBUF;
+
+    return c->wfd >= 0 &&
+           getsockname(c->wfd, (struct sockaddr *)&local, &ll) == 0 &&
+           getpeername(c->wfd, (struct sockaddr *)&peer, &pl) == 0 &&
+           chan_same_host((struct sockaddr *)&local,
+                          (struct sockaddr *)&peer) &&
+           setsockopt(c->wfd, SOL_SOCKET, SO_SNDBUF, &size,
+                      sizeof(size)) == 0;
 }
 
 static int unix_sockaddr(const char *path, struct sockaddr_un *sun,

@@ -200,6 +200,7 @@ static bool sender_join(Sender *s, char **errp)
                             errp)) {
         return false;
     }
+    chan_tune_bulk_sender(&s->c);
     /* Each channel runs its own TLS session (spec 12.1). */
     if (tls_enabled(&f->m->tls) && !tls_chan_client(&s->c, &f->m->tls, errp)) {
         return false;

@@ -14,6 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <cmocka.h>
 
@@ -334,6 +338,122 @@ static void test_addr_json(void **state)
     free(err);
 }
 
+static struct sockaddr_storage inet4(const char *ip)
+{
+    struct sockaddr_storage ss = { 0 };
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+    a->sin_family = AF_INET;
+    assert_int_equal(inet_pton(AF_INET, ip, &a->sin_addr), 1);
+    return ss;
+}
+
+static struct sockaddr_storage inet6(const char *ip)
+{
+    struct sockaddr_storage ss = { 0 };
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+    a->sin6_family = AF_INET6;
+    assert_int_equal(inet_pton(AF_INET6, ip, &a->sin6_addr), 1);
+    return ss;
+}
+
+/* Which connections count as staying on this host (tune_sender()). */
+static void test_same_host(void **state)
+{
+    static const struct {
+        int family;
+        const char *local, *peer;
+        bool same;
+    } cases[] = {
+        { AF_INET, "127.0.0.1", "127.0.0.1", true },
+        { AF_INET, "127.0.0.1", "127.3.2.1", true },
+        { AF_INET, "10.0.0.1", "127.0.0.1", true },
+        { AF_INET, "10.0.0.1", "10.0.0.1", true },
+        { AF_INET, "10.0.0.1", "10.0.0.2", false },
+        { AF_INET, "192.168.1.5", "128.0.0.1", false },
+        { AF_INET6, "::1", "::1", true },
+        { AF_INET6, "::ffff:127.0.0.1", "::ffff:127.0.0.1", true },
+        { AF_INET6, "2001:db8::1", "2001:db8::1", true },
+        { AF_INET6, "2001:db8::1", "2001:db8::2", false },
+        { AF_INET6, "::ffff:10.0.0.1", "::ffff:10.0.0.2", false },
+        { AF_INET6, "fe80::1", "fe80::2", false },
+    };
+    struct sockaddr_storage l, p;
+    struct sockaddr_un u = { .sun_family = AF_UNIX };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        l = cases[i].family == AF_INET ? inet4(cases[i].local)
+                                       : inet6(cases[i].local);
+        p = cases[i].family == AF_INET ? inet4(cases[i].peer)
+                                       : inet6(cases[i].peer);
+        if (chan_same_host((struct sockaddr *)&l, (struct sockaddr *)&p) !=
+            cases[i].same) {
+            fail_msg("%s -> %s: expected %s", cases[i].local, cases[i].peer,
+                     cases[i].same ? "same host" : "another host");
+        }
+    }
+    /* Mixed families, and unix sockets (never tuned) are not. */
+    l = inet4("127.0.0.1");
+    p = inet6("::1");
+    assert_false(chan_same_host((struct sockaddr *)&l,
+                                (struct sockaddr *)&p));
+    assert_false(chan_same_host((struct sockaddr *)&u,
+                                (struct sockaddr *)&u));
+}
+
+/* What the kernel makes of SO_SNDBUF @v: twice, capped at wmem_max. */
+static int sndbuf_effective(int v)
+{
+    FILE *f = fopen("/proc/sys/net/core/wmem_max", "r");
+    int max = v;
+
+    if (f) {
+        assert_int_equal(fscanf(f, "%d", &max), 1);
+        fclose(f);
+    }
+    return 2 * (v < max ? v : max);
+}
+
+/*
+ * A bulk sender's connection over loopback gets the fixed send buffer;
+ * other connections, and the destination's end, keep the kernel's one.
+ */
+static void test_local_sndbuf(void **state)
+{
+    MigAddr a = { 0 };
+    Chan c;
+    char *err = NULL, *bound = NULL;
+    int lfd, afd, v = 0;
+    socklen_t vl = sizeof(v);
+
+    (void)state;
+    assert_true(mig_addr_parse_uri("tcp:127.0.0.1:0", &a, &err));
+    lfd = chan_listen(&a, &bound, &err);
+    assert_true(lfd >= 0);
+    mig_addr_clear(&a);
+    assert_true(mig_addr_parse_uri(bound, &a, &err));
+    assert_true(chan_open_outgoing(&c, &a, -1, 5000, &err));
+    assert_int_equal(getsockopt(c.wfd, SOL_SOCKET, SO_SNDBUF, &v, &vl), 0);
+    assert_int_not_equal(v, sndbuf_effective(CHAN_LOCAL_SNDBUF));
+    assert_true(chan_tune_bulk_sender(&c));
+    assert_int_equal(getsockopt(c.wfd, SOL_SOCKET, SO_SNDBUF, &v, &vl), 0);
+    assert_int_equal(v, sndbuf_effective(CHAN_LOCAL_SNDBUF));
+
+    afd = accept(lfd, NULL, NULL);
+    assert_true(afd >= 0);
+    v = 0;
+    assert_int_equal(getsockopt(afd, SOL_SOCKET, SO_SNDBUF, &v, &vl), 0);
+    assert_int_not_equal(v, sndbuf_effective(CHAN_LOCAL_SNDBUF));
+    close(afd);
+    chan_close(&c);
+    close(lfd);
+    mig_addr_clear(&a);
+    free(bound);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +464,8 @@ int main(void)
         cmocka_unit_test(test_map_range),
         cmocka_unit_test(test_addr_uri),
         cmocka_unit_test(test_addr_json),
+        cmocka_unit_test(test_same_host),
+        cmocka_unit_test(test_local_sndbuf),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
